@@ -1,0 +1,191 @@
+"""One typed configuration, loaded from ``configs/*.toml``, then environment, then CLI flags.
+
+Precedence (later wins): built-in defaults < TOML file < ``STREAMER_<SECTION>__<KEY>``
+environment variables < command-line flags. Every value is validated at start-up so a
+typo fails with a message naming the key, not deep inside the daemon.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class EngineConfig(_Section):
+    """Which Whisper and how to run it."""
+
+    model: str = Field("base", description="embedded name (base, tiny.en), hub id or local folder")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    quantize: Literal["auto", "none", "int8"] = Field(
+        "auto", description="CPU only: dynamic int8 linear layers (auto = int8 on CPU)")
+    threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = all cores")
+    compile: bool = Field(True, description="CUDA only: static KV cache + torch.compile")
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 2, 4, 8],
+                                   description="batch shapes warmed up (CUDA compile)")
+    max_new_tokens: int = Field(128, ge=8, le=440)
+    cache_dir: str | None = Field(None, description="where embedded models are converted; default XDG cache")
+    warmup: bool = True
+
+
+class StreamConfig(_Section):
+    """The streaming policy: when to decode, what to commit, how big the buffer may grow."""
+
+    language: str | None = None
+    task: Literal["transcribe", "translate"] = "transcribe"
+    min_chunk: float = Field(1.0, gt=0, le=10, description="seconds of new audio before a re-decode")
+    agreement_n: int = Field(2, ge=1, le=5, description="LocalAgreement-n")
+    max_buffer: float = Field(20.0, gt=2, le=29.0, description="hard cap on the decode window, seconds")
+    trim_to: float = Field(10.0, gt=0, description="when over the cap, trim to about this much audio")
+    end_silence: float = Field(0.5, ge=0.1, le=5, description="VAD silence that closes an utterance, s")
+    speech_pad: float = Field(0.2, ge=0, le=1, description="audio kept around speech, s")
+    vad_threshold: float = Field(0.5, gt=0, lt=1)
+    use_vad: bool = True
+    prompt_chars: int = Field(200, ge=0, le=800, description="tail of committed text used as prompt")
+    no_speech_threshold: float = Field(0.6, ge=0, le=1)
+    logprob_threshold: float = Field(-1.0, le=0)
+    compression_ratio_threshold: float = Field(2.4, gt=1)
+
+    @model_validator(mode="after")
+    def _trim_below_cap(self) -> "StreamConfig":
+        if self.trim_to >= self.max_buffer:
+            raise ValueError(f"stream.trim_to ({self.trim_to}) must be below stream.max_buffer ({self.max_buffer})")
+        return self
+
+
+class ServerConfig(_Section):
+    """The websocket daemon."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8765, ge=0, le=65535)
+    token: str | None = Field(None, description="bearer token required by clients (or STREAMER_TOKEN)")
+    allowed_origins: list[str] = Field(default_factory=list, description="browser Origin allow-list; empty = any")
+    certfile: str | None = None
+    keyfile: str | None = None
+    max_sessions: int = Field(16, ge=1)
+    max_frame_bytes: int = Field(1 << 20, ge=1024)
+    idle_timeout: float = Field(60.0, gt=0, description="seconds without audio before a session is closed")
+    max_pending_audio: float = Field(30.0, gt=1, description="undecoded seconds before reading pauses")
+    send_queue: int = Field(256, ge=1, description="events buffered for a slow reader before it is dropped")
+    max_batch: int = Field(8, ge=1)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> "ServerConfig":
+        if bool(self.certfile) != bool(self.keyfile):
+            raise ValueError("server.certfile and server.keyfile must be given together")
+        return self
+
+
+class MicConfig(_Section):
+    """Local capture (microphone or the monitor of an output device)."""
+
+    device: str | None = Field(None, description="device name or index; None = system default")
+    source: Literal["mic", "monitor"] = "mic"
+    block_seconds: float = Field(0.1, gt=0, le=1)
+
+
+class Settings(_Section):
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    stream: StreamConfig = Field(default_factory=StreamConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    mic: MicConfig = Field(default_factory=MicConfig)
+
+
+class ConfigError(Exception):
+    """Configuration that cannot be used; the message names the key and the problem."""
+
+
+ENV_PREFIX = "STREAMER_"
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    section, _, key = dotted.partition(".")
+    if not key:
+        raise ConfigError(f"override {dotted!r} must look like section.key (e.g. stream.min_chunk)")
+    tree.setdefault(section, {})[key] = value
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for name, value in environ.items():
+        if name.startswith(ENV_PREFIX) and "__" in name:
+            section, key = name[len(ENV_PREFIX):].lower().split("__", 1)
+            _set_dotted(tree, f"{section}.{key}", _parse_scalar(value))
+    if environ.get("STREAMER_TOKEN"):
+        _set_dotted(tree, "server.token", environ["STREAMER_TOKEN"])
+    return tree
+
+
+def _parse_scalar(text: str) -> Any:
+    """Environment and ``--set`` values are strings; read them as TOML scalars when they parse."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def resolve_config_path(name_or_path: str | os.PathLike[str]) -> Path:
+    """``cpu`` means ``configs/cpu.toml``; anything else is a path."""
+    path = Path(name_or_path)
+    if not path.suffix and not path.exists():
+        path = CONFIG_DIR / f"{path}.toml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.toml")))
+        raise ConfigError(f"config file {name_or_path!s} not found (profiles in configs/: {known})")
+    return path
+
+
+def load_settings(
+    config: str | os.PathLike[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Build the settings from a TOML file, the environment and flat ``section.key`` overrides."""
+    tree: dict[str, Any] = {}
+    if config is not None:
+        path = resolve_config_path(config)
+        try:
+            tree = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    tree = _merge(tree, _env_overrides(dict(os.environ if environ is None else environ)))
+    flat: dict[str, Any] = {}
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(flat, dotted, value)
+    tree = _merge(tree, flat)
+    try:
+        return Settings.model_validate(tree)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None
+
+
+def parse_set_flags(pairs: list[str]) -> dict[str, Any]:
+    """``--set stream.min_chunk=0.5`` flags into overrides."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {pair!r}: expected section.key=value")
+        out[key.strip()] = _parse_scalar(value.strip())
+    return out

@@ -1,0 +1,54 @@
+"""A scripted engine: the real :class:`~streamer.hypothesis.Engine` interface without a model.
+
+It drives policy and protocol tests in milliseconds. A *timeline* script plays the part of a
+perfect recogniser: words live at fixed times on the stream's audio timeline, and a decode of
+a window returns those whose audio lies in it (optionally with the last word still wrong, as
+Whisper's unstable tail often is).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from streamer.hypothesis import SAMPLE_RATE, DecodeRequest, Hypothesis, Word, validate_window
+
+
+@dataclass
+class ScriptedEngine:
+    """Returns ``script(request)`` for each request and records every call."""
+
+    script: Callable[[DecodeRequest], Hypothesis]
+    name: str = "scripted"
+    calls: list[DecodeRequest] = field(default_factory=list)
+
+    def decode(self, request: DecodeRequest) -> Hypothesis:
+        validate_window(request.audio)
+        self.calls.append(request)
+        return self.script(request)
+
+    def decode_batch(self, requests: Sequence[DecodeRequest]) -> list[Hypothesis]:
+        return [self.decode(r) for r in requests]
+
+
+def timeline_script(words: Sequence[Word], unstable_tail: bool = False,
+                    language: str = "en") -> Callable[[DecodeRequest], Hypothesis]:
+    """A script that 'hears' the words of a fixed stream timeline inside each window.
+
+    A word is heard when its whole span lies inside the window. With ``unstable_tail`` the
+    last heard word is garbled unless the window extends 1 s beyond it, like a real model
+    that has not yet heard the end of a word's context.
+    """
+
+    def script(request: DecodeRequest) -> Hypothesis:
+        start = request.offset
+        end = start + len(request.audio) / SAMPLE_RATE
+        heard = [w for w in words if w.start >= start - 1e-6 and w.end <= end + 1e-6]
+        window_words = [w.shifted(-start) for w in heard]
+        if unstable_tail and heard and heard[-1].end > end - 1.0:
+            last = window_words[-1]
+            window_words[-1] = Word(last.word + "-ish", last.start, last.end, 0.3)
+        return Hypothesis(words=tuple(window_words), language=language, avg_logprob=-0.2,
+                          no_speech_prob=0.01 if heard else 0.9, compression_ratio=1.2)
+
+    return script

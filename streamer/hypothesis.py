@@ -1,0 +1,112 @@
+"""The small value types that cross the engine boundary, and the engine interface.
+
+Everything above the engine (the streaming core, the daemon, the benchmarks) talks to
+Whisper only through :class:`Engine`, so a scripted fake can stand in for the model in
+policy tests and the real model drives end-to-end tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+SAMPLE_RATE = 16_000
+MAX_WINDOW_SECONDS = 30.0
+
+Task = Literal["transcribe", "translate"]
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    """One decoded word. ``word`` keeps Whisper's leading space; times are seconds."""
+
+    word: str
+    start: float
+    end: float
+    probability: float = 1.0
+
+    def shifted(self, offset: float) -> "Word":
+        """The same word moved by ``offset`` seconds (window time -> stream time)."""
+        return Word(self.word, round(self.start + offset, 3), round(self.end + offset, 3), self.probability)
+
+    def to_dict(self) -> dict:
+        return {"word": self.word, "start": round(self.start, 3), "end": round(self.end, 3),
+                "probability": round(self.probability, 3)}
+
+
+@dataclass(frozen=True, slots=True)
+class Hypothesis:
+    """What one decode of one window produced. Word times are relative to the window start."""
+
+    words: tuple[Word, ...]
+    language: str | None = None
+    avg_logprob: float = 0.0
+    no_speech_prob: float = 0.0
+    compression_ratio: float = 1.0
+    language_probability: float = 1.0
+
+    @property
+    def text(self) -> str:
+        return "".join(w.word for w in self.words).strip()
+
+
+@dataclass(frozen=True)
+class DecodeRequest:
+    """One window to decode: 16 kHz mono float32, at most 30 s.
+
+    ``prompt`` is previous committed text used as Whisper's ``<|startofprev|>`` context.
+    ``language`` None asks the engine to detect the language.
+    """
+
+    audio: np.ndarray
+    prompt: str = ""
+    language: str | None = None
+    task: Task = "transcribe"
+    offset: float = 0.0  # where the window starts on the stream's audio timeline (engines ignore it)
+    tag: object = field(default=None, compare=False)  # opaque, for the caller's bookkeeping
+
+
+class EngineError(Exception):
+    """A problem the user can fix (bad model name, bad audio, missing package); the message says how."""
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """Decodes windows of audio into hypotheses. Knows nothing about streams."""
+
+    name: str
+
+    def decode(self, request: DecodeRequest) -> Hypothesis:
+        """Decode one window."""
+        ...
+
+    def decode_batch(self, requests: Sequence[DecodeRequest]) -> list[Hypothesis]:
+        """Decode several windows (one per stream) in one pass; results in request order."""
+        ...
+
+
+def validate_window(audio: np.ndarray) -> np.ndarray:
+    """Check a window before it reaches the model, with errors a caller can act on."""
+    if not isinstance(audio, np.ndarray):
+        raise EngineError(f"audio must be a numpy array of float32 samples, got {type(audio).__name__}")
+    if audio.ndim != 1:
+        raise EngineError(f"audio must be mono (1-D), got shape {audio.shape}; downmix channels first")
+    if audio.dtype != np.float32:
+        if audio.dtype.kind == "f":
+            audio = audio.astype(np.float32)
+        else:
+            raise EngineError(
+                f"audio must be float32 in [-1, 1], got {audio.dtype}; convert PCM with streamer.audio.pcm_to_float32"
+            )
+    if audio.size == 0:
+        raise EngineError("audio is empty: nothing to decode")
+    if audio.size > MAX_WINDOW_SECONDS * SAMPLE_RATE:
+        raise EngineError(
+            f"audio window is {audio.size / SAMPLE_RATE:.1f} s; Whisper takes at most 30 s "
+            "(split it, or use streamer transcribe for long files)"
+        )
+    if not np.all(np.isfinite(audio)):
+        raise EngineError("audio contains NaN or infinite samples; clean the input before decoding")
+    return audio
