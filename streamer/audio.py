@@ -1,0 +1,154 @@
+"""Audio in: files, raw PCM frames, and streaming resampling to Whisper's 16 kHz mono float32.
+
+Everything downstream (VAD, stream core, engine) assumes 16 kHz mono float32 in [-1, 1];
+this module is the only place that knows about other rates, channel counts and encodings.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import soundfile
+import soxr
+
+from streamer.hypothesis import SAMPLE_RATE
+
+log = logging.getLogger(__name__)
+
+Encoding = Literal["pcm_s16le", "pcm_f32le"]
+ENCODINGS: dict[str, tuple[str, int]] = {"pcm_s16le": ("<i2", 2), "pcm_f32le": ("<f4", 4)}
+
+
+class AudioError(Exception):
+    """Audio that cannot be read or converted; the message says what to do."""
+
+
+def load_audio(path: str | Path) -> np.ndarray:
+    """Read any audio file as 16 kHz mono float32.
+
+    soundfile (libsndfile) handles WAV/FLAC/OGG/MP3 without a subprocess; anything else
+    (m4a, video containers, ...) goes through an ``ffmpeg`` binary when one is installed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"audio file not found: {path}")
+    try:
+        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:
+        log.debug("soundfile could not read %s (%s); trying ffmpeg", path, exc)
+        return _load_with_ffmpeg(path, reason=str(exc))
+    mono = downmix(data)
+    return resample(mono, rate)
+
+
+def downmix(frames: np.ndarray) -> np.ndarray:
+    """Average the channels of a ``(frames, channels)`` array into float32 mono."""
+    if frames.ndim == 1:
+        return frames.astype(np.float32, copy=False)
+    return frames.mean(axis=1, dtype=np.float32)
+
+
+def resample(samples: np.ndarray, rate: int) -> np.ndarray:
+    """Resample a whole mono signal to 16 kHz (soxr high quality)."""
+    samples = np.ascontiguousarray(samples, dtype=np.float32)
+    if rate == SAMPLE_RATE or samples.size == 0:
+        return samples
+    return soxr.resample(samples, rate, SAMPLE_RATE, quality="HQ").astype(np.float32, copy=False)
+
+
+def _load_with_ffmpeg(path: Path, reason: str) -> np.ndarray:
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise AudioError(
+            f"cannot read {path}: {reason}. It is not a format soundfile reads (WAV, FLAC, OGG, MP3); "
+            "install ffmpeg to read other formats, or convert the file to WAV"
+        )
+    cmd = [ffmpeg, "-nostdin", "-v", "error", "-i", str(path), "-f", "f32le", "-ac", "1",
+           "-ar", str(SAMPLE_RATE), "-"]
+    proc = subprocess.run(cmd, capture_output=True, check=False)
+    if proc.returncode != 0:
+        detail = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise AudioError(f"cannot decode {path}: {detail[-1] if detail else 'ffmpeg failed'} (corrupt file?)")
+    if not proc.stdout:
+        raise AudioError(f"{path} contains no audio")
+    return np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
+
+
+def pcm_to_float32(data: bytes, encoding: Encoding) -> np.ndarray:
+    """Raw little-endian PCM bytes (whole samples only) to float32 in [-1, 1].
+
+    Callers that receive arbitrary frames keep the remainder themselves (see
+    :func:`split_whole_samples`), since a sample can straddle two network frames.
+    """
+    if encoding not in ENCODINGS:
+        raise AudioError(f"unknown encoding {encoding!r}; use one of {', '.join(ENCODINGS)}")
+    dtype, width = ENCODINGS[encoding]
+    if len(data) % width:
+        raise AudioError(f"{encoding} data must be a multiple of {width} bytes, got {len(data)}")
+    raw = np.frombuffer(data, dtype=dtype)
+    if encoding == "pcm_s16le":
+        return raw.astype(np.float32) / 32768.0
+    out = raw.astype(np.float32)
+    if not np.all(np.isfinite(out)):
+        raise AudioError("pcm_f32le data contains NaN or infinite samples")
+    return out
+
+
+def split_whole_samples(data: bytes, encoding: Encoding, channels: int = 1) -> tuple[bytes, bytes]:
+    """Split bytes into (whole interleaved frames, leftover) so no sample is cut in two."""
+    width = ENCODINGS[encoding][1] * channels
+    cut = len(data) - len(data) % width
+    return data[:cut], data[cut:]
+
+
+class StreamResampler:
+    """Incremental ``in_rate``/``channels`` interleaved float32 -> 16 kHz mono float32.
+
+    Streaming (soxr keeps filter state between chunks) so that chunk boundaries leave no
+    clicks or gaps: concatenated outputs equal a one-shot resample up to filter delay.
+    """
+
+    def __init__(self, in_rate: int, channels: int = 1) -> None:
+        if not 1000 <= in_rate <= 384_000:
+            raise AudioError(f"sample rate {in_rate} Hz is out of range")
+        if channels < 1:
+            raise AudioError(f"channels must be at least 1, got {channels}")
+        self.in_rate = int(in_rate)
+        self.channels = int(channels)
+        self._stream = None if self.in_rate == SAMPLE_RATE else soxr.ResampleStream(
+            self.in_rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+        self._leftover = np.zeros(0, dtype=np.float32)
+        self._flushed = False
+
+    def process(self, samples: np.ndarray) -> np.ndarray:
+        """Feed interleaved samples (any count; partial frames are kept for the next call)."""
+        if self._flushed:
+            raise AudioError("resampler already flushed")
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        mono = self._downmix_interleaved(samples)
+        if self._stream is None or mono.size == 0:
+            return mono
+        return self._stream.resample_chunk(mono).astype(np.float32, copy=False)
+
+    def flush(self) -> np.ndarray:
+        """End of stream: return the samples still inside the filter."""
+        if self._flushed:
+            return np.zeros(0, dtype=np.float32)
+        self._flushed = True
+        if self._stream is None:
+            return np.zeros(0, dtype=np.float32)
+        return self._stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True).astype(np.float32, copy=False)
+
+    def _downmix_interleaved(self, samples: np.ndarray) -> np.ndarray:
+        if self.channels == 1:
+            return samples
+        if self._leftover.size:
+            samples = np.concatenate([self._leftover, samples])
+        whole = samples.size - samples.size % self.channels
+        self._leftover = samples[whole:].copy()
+        return samples[:whole].reshape(-1, self.channels).mean(axis=1, dtype=np.float32)
