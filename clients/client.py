@@ -1,0 +1,367 @@
+"""Shared client library: where the daemon is, how to reach it, and what it said.
+
+Every client (terminal captions, dictation, overlay) speaks only protocol v1 (docs/protocol.md).
+This module holds what they share so each stays a thin program:
+
+* ``Endpoint`` resolution: flags > ``STREAMER_URL``/``STREAMER_TOKEN`` > config file > default;
+* ``Backoff`` and ``subscribe``/``LiveSession``: reconnect loops that report connection state,
+  because a daemon restart must not kill a caption bar or a dictation session;
+* ``Transcript``: folds transcript events into committed words plus the current tentative tail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import random
+import tomllib
+import urllib.parse
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+log = logging.getLogger("streamer.client")
+
+DEFAULT_URL = "ws://127.0.0.1:8765"
+CONFIG_ENV = "STREAMER_CLIENT_CONFIG"
+
+
+def default_config_path() -> Path:
+    """The per-user client config, so a token need not sit in shell history."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "streamer" / "client.toml"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """The daemon's base URL (ws:// or wss://, no path) and its optional bearer token."""
+
+    url: str = DEFAULT_URL
+    token: str | None = None
+
+    def ws_url(self, path: str, **query: Any) -> str:
+        """Full websocket URL for ``path`` with ``query`` (None values dropped)."""
+        base = self.url.rstrip("/")
+        if base.startswith("http"):
+            base = "ws" + base[4:]
+        params = {k: _query_value(v) for k, v in query.items() if v is not None}
+        return base + path + ("?" + urllib.parse.urlencode(params) if params else "")
+
+    def headers(self) -> dict[str, str]:
+        """The handshake headers: the bearer token, when there is one."""
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+
+def _query_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def add_endpoint_args(parser: argparse.ArgumentParser) -> None:
+    """The flags every client takes to find the daemon."""
+    group = parser.add_argument_group("daemon connection")
+    group.add_argument("--url", help=f"daemon URL (env STREAMER_URL; default {DEFAULT_URL})")
+    group.add_argument("--token", help="bearer token (env STREAMER_TOKEN)")
+    group.add_argument("--client-config", metavar="FILE", type=Path,
+                       help=f"TOML with url/token (env {CONFIG_ENV}; default {default_config_path()})")
+
+
+def resolve_endpoint(args: argparse.Namespace | None = None,
+                     environ: dict[str, str] | None = None) -> Endpoint:
+    """Flags win over environment, environment over the config file, the file over defaults."""
+    env = os.environ if environ is None else environ
+    cfg_path = getattr(args, "client_config", None) or env.get(CONFIG_ENV) or default_config_path()
+    file_cfg = load_client_config(Path(cfg_path))
+    url = (getattr(args, "url", None) or env.get("STREAMER_URL") or file_cfg.get("url") or DEFAULT_URL)
+    token = getattr(args, "token", None) or env.get("STREAMER_TOKEN") or file_cfg.get("token")
+    return Endpoint(url=str(url), token=str(token) if token else None)
+
+
+def load_client_config(path: Path) -> dict[str, Any]:
+    """Read ``url``/``token`` from a TOML file; a missing file is an empty config, a broken one an error."""
+    if not path.is_file():
+        return {}
+    with path.open("rb") as fh:
+        data = tomllib.load(fh)
+    return data.get("client", data)
+
+
+class State(str, Enum):
+    """Connection states shown to the user."""
+
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+    CLOSED = "closed"
+
+
+StateCallback = Callable[[State, str], None]
+
+
+class Backoff:
+    """Exponential backoff with jitter, reset after a connection that lived long enough."""
+
+    def __init__(self, first: float = 0.5, maximum: float = 10.0, factor: float = 2.0) -> None:
+        self.first, self.maximum, self.factor = first, maximum, factor
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        """Seconds to wait before the next try; grows so a dead daemon is not hammered."""
+        delay = min(self.maximum, self.first * self.factor ** self.attempt)
+        self.attempt += 1
+        return delay * random.uniform(0.8, 1.2)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+@dataclass
+class Word:
+    """One word on the stream's audio timeline (seconds), as protocol v1 sends it."""
+
+    word: str
+    start: float
+    end: float
+    probability: float = 1.0
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], offset: float = 0.0) -> "Word":
+        return cls(str(data.get("word", "")), float(data.get("start", 0.0)) + offset,
+                   float(data.get("end", 0.0)) + offset, float(data.get("probability", 1.0)))
+
+
+@dataclass
+class Transcript:
+    """Committed words (append-only) and the current tentative tail (replaced on every event)."""
+
+    committed: list[Word] = field(default_factory=list)
+    tentative: list[Word] = field(default_factory=list)
+    language: str | None = None
+    offset: float = 0.0  # added to word times: a reconnected session restarts its audio clock at 0
+
+    def apply(self, event: dict[str, Any]) -> list[Word]:
+        """Fold one transcript event in; return the newly committed words."""
+        new = [Word.from_json(w, self.offset) for w in event.get("committed") or []]
+        self.committed.extend(new)
+        self.tentative = [Word.from_json(w, self.offset) for w in event.get("tentative") or []]
+        self.language = event.get("language") or self.language
+        return new
+
+    def finish_segment(self) -> None:
+        """A session ended: anything still tentative will never be committed, so drop it."""
+        self.tentative = []
+
+    @property
+    def committed_text(self) -> str:
+        return "".join(w.word for w in self.committed).strip()
+
+    @property
+    def tentative_text(self) -> str:
+        return "".join(w.word for w in self.tentative)
+
+
+async def open_ws(endpoint: Endpoint, path: str, **query: Any) -> ClientConnection:
+    """Open one websocket to the daemon, bearer token in the handshake."""
+    return await connect(endpoint.ws_url(path, **query), additional_headers=endpoint.headers(),
+                         max_size=None, open_timeout=10, ping_interval=20, ping_timeout=20)
+
+
+FATAL_CLOSE_CODES = (1003, 1008, 1009)  # unsupported data, policy, too big: retrying cannot help
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """Errors that retrying cannot fix: a wrong token, a refused request, bad input (1013 is retried)."""
+    if isinstance(exc, websockets.exceptions.InvalidStatus):
+        return exc.response.status_code in (400, 401, 403, 404)
+    if isinstance(exc, websockets.exceptions.ConnectionClosed) and exc.rcvd is not None:
+        return exc.rcvd.code in FATAL_CLOSE_CODES
+    return isinstance(exc, DaemonError)
+
+
+async def subscribe(endpoint: Endpoint, on_event: Callable[[dict[str, Any]], None],
+                    on_state: StateCallback | None = None, *, source: str | None = None,
+                    session: str | None = None, stop: asyncio.Event | None = None,
+                    backoff: Backoff | None = None) -> None:
+    """Follow ``/v1/captions`` for a source or session until ``stop`` is set, reconnecting forever.
+
+    Listen-only streams come and go with the daemon, so a caption bar keeps trying with backoff and
+    tells the user what it is doing instead of exiting.
+    """
+    stop = stop or asyncio.Event()
+    backoff = backoff or Backoff()
+    notify = on_state or (lambda s, d: None)
+    while not stop.is_set():
+        notify(State.CONNECTING if backoff.attempt == 0 else State.RECONNECTING, endpoint.url)
+        try:
+            async with await open_ws(endpoint, "/v1/captions", source=source, session=session) as ws:
+                notify(State.CONNECTED, endpoint.url)
+                await _pump_events(ws, on_event, stop)
+                backoff.reset()
+        except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException) as exc:
+            if is_fatal(exc):
+                notify(State.CLOSED, str(exc))
+                raise
+            log.info("captions connection lost: %s", exc)
+        if stop.is_set():
+            break
+        delay = backoff.next_delay()
+        notify(State.RECONNECTING, f"retry in {delay:.1f}s")
+        await _sleep_or_stop(delay, stop)
+    notify(State.CLOSED, "")
+
+
+async def _pump_events(ws: ClientConnection, on_event: Callable[[dict[str, Any]], None],
+                       stop: asyncio.Event) -> None:
+    """Deliver text events until the socket closes or ``stop`` is set."""
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        while True:
+            recv = asyncio.create_task(ws.recv())
+            done, _ = await asyncio.wait({recv, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if recv not in done:
+                recv.cancel()
+                await ws.close()
+                return
+            message = recv.result()
+            if isinstance(message, str):
+                on_event(json.loads(message))
+    finally:
+        stopper.cancel()
+
+
+async def _sleep_or_stop(delay: float, stop: asyncio.Event) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=delay)
+    except asyncio.TimeoutError:
+        pass
+
+
+@dataclass
+class StartParams:
+    """The ``start`` message of protocol v1."""
+
+    sample_rate: int = 16000
+    encoding: str = "pcm_f32le"
+    channels: int = 1
+    language: str | None = None
+    task: str = "transcribe"
+
+    def message(self) -> str:
+        return json.dumps({"type": "start", "sample_rate": self.sample_rate, "encoding": self.encoding,
+                           "channels": self.channels, "language": self.language, "task": self.task})
+
+
+class DaemonError(RuntimeError):
+    """The daemon sent an ``error`` event (bad input, refused session)."""
+
+
+class LiveSession:
+    """Stream audio chunks to ``/v1/listen`` and fold the events into one ``Transcript``.
+
+    When the daemon goes away mid-stream the session reconnects with backoff and carries on with the
+    audio that comes next, shifting word times by the audio already sent so one transcript stays on
+    one timeline. Audio produced while disconnected is dropped (a live microphone cannot wait).
+    """
+
+    def __init__(self, endpoint: Endpoint, params: StartParams,
+                 on_update: Callable[[Transcript, list[Word]], None] | None = None,
+                 on_state: StateCallback | None = None, backoff: Backoff | None = None,
+                 reconnect: bool = True) -> None:
+        self.endpoint, self.params = endpoint, params
+        self.on_update = on_update or (lambda t, w: None)
+        self.on_state = on_state or (lambda s, d: None)
+        self.backoff = backoff or Backoff()
+        self.reconnect = reconnect
+        self.transcript = Transcript()
+        self.sent_seconds = 0.0
+        self.sessions: list[str] = []
+        self.end_event: dict[str, Any] | None = None
+        self.last_error: dict[str, Any] | None = None
+        self._bytes_per_second = params.sample_rate * params.channels * _sample_width(params.encoding)
+
+    async def run(self, chunks: AsyncIterator[bytes]) -> Transcript:
+        """Send every chunk, then ``stop``; return the full transcript once the daemon says ``end``."""
+        iterator = aiter(chunks)
+        exhausted = False
+        while not exhausted:
+            try:
+                exhausted = await self._one_connection(iterator)
+            except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException,
+                    DaemonError) as exc:
+                if is_fatal(exc) or not self.reconnect:
+                    self.on_state(State.CLOSED, str(exc))
+                    raise
+                self.transcript.finish_segment()
+                delay = self.backoff.next_delay()
+                log.info("session lost (%s); reconnecting in %.1fs", exc, delay)
+                self.on_state(State.RECONNECTING, f"retry in {delay:.1f}s")
+                await asyncio.sleep(delay)
+        self.on_state(State.CLOSED, "")
+        return self.transcript
+
+    async def _one_connection(self, chunks: AsyncIterator[bytes]) -> bool:
+        """One websocket session; True when the audio ran out and the daemon sent ``end``."""
+        self.on_state(State.CONNECTING if not self.sessions else State.RECONNECTING, self.endpoint.url)
+        async with await open_ws(self.endpoint, "/v1/listen") as ws:
+            await ws.send(self.params.message())
+            ready = await self._expect_ready(ws)
+            self.sessions.append(str(ready.get("session", "")))
+            self.transcript.offset = self.sent_seconds
+            self.on_state(State.CONNECTED, str(ready.get("session", "")))
+            self.backoff.reset()
+            receiver = asyncio.create_task(self._receive(ws))
+            try:
+                await self._send_all(ws, chunks, receiver)
+                await ws.send(json.dumps({"type": "stop"}))
+                await receiver
+            finally:
+                receiver.cancel()
+        return True
+
+    async def _expect_ready(self, ws: ClientConnection) -> dict[str, Any]:
+        event = json.loads(await ws.recv())
+        if event.get("type") == "error":
+            raise DaemonError(f"{event.get('code')}: {event.get('message')}")
+        if event.get("type") != "ready":
+            raise DaemonError(f"expected ready, got {event.get('type')}")
+        return event
+
+    async def _send_all(self, ws: ClientConnection, chunks: AsyncIterator[bytes],
+                        receiver: asyncio.Task[None]) -> None:
+        async for chunk in chunks:
+            if receiver.done():  # the daemon closed on us: surface its reason
+                receiver.result()
+                raise websockets.exceptions.ConnectionClosedError(None, None)
+            await ws.send(chunk)
+            self.sent_seconds += len(chunk) / self._bytes_per_second
+
+    async def _receive(self, ws: ClientConnection) -> None:
+        async for message in ws:
+            if not isinstance(message, str):
+                continue
+            event = json.loads(message)
+            kind = event.get("type")
+            if kind == "transcript":
+                new = self.transcript.apply(event)
+                self.on_update(self.transcript, new)
+            elif kind == "end":
+                self.end_event = event
+                self.transcript.finish_segment()
+                self.on_update(self.transcript, [])
+                return
+            elif kind == "error":  # fatal ones are followed by a close, which ends this loop
+                self.last_error = event
+                log.warning("daemon error %s: %s", event.get("code"), event.get("message"))
+
+
+def _sample_width(encoding: str) -> int:
+    return {"pcm_s16le": 2, "pcm_f32le": 4}[encoding]
