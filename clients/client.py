@@ -269,14 +269,16 @@ class LiveSession:
 
     When the daemon goes away mid-stream the session reconnects with backoff and carries on with the
     audio that comes next, shifting word times by the audio already sent so one transcript stays on
-    one timeline. Audio produced while disconnected is dropped (a live microphone cannot wait).
+    one timeline. Audio produced while disconnected waits in the capture's bounded queue.
+    ``max_retries`` bounds consecutive failed connections (None: retry forever, as a live mic wants).
     """
 
     def __init__(self, endpoint: Endpoint, params: StartParams,
                  on_update: Callable[[Transcript, list[Word]], None] | None = None,
                  on_state: StateCallback | None = None, backoff: Backoff | None = None,
-                 reconnect: bool = True) -> None:
+                 reconnect: bool = True, max_retries: int | None = None) -> None:
         self.endpoint, self.params = endpoint, params
+        self.max_retries = max_retries
         self.on_update = on_update or (lambda t, w: None)
         self.on_state = on_state or (lambda s, d: None)
         self.backoff = backoff or Backoff()
@@ -297,7 +299,8 @@ class LiveSession:
                 exhausted = await self._one_connection(iterator)
             except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException,
                     DaemonError) as exc:
-                if is_fatal(exc) or not self.reconnect:
+                gave_up = self.max_retries is not None and self.backoff.attempt >= self.max_retries
+                if is_fatal(exc) or not self.reconnect or gave_up:
                     self.on_state(State.CLOSED, str(exc))
                     raise
                 self.transcript.finish_segment()
