@@ -1,0 +1,142 @@
+"""Greedy decoding with Whisper's timestamp rules, batched over windows with different prompts.
+
+Rows are left-padded to a common prefix length so one decoder step serves every stream in a
+batch; padding slots are masked and each row keeps its own positional indices.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from streamer.engine.kv_decoder import DecoderState, KVDecoder
+from streamer.engine.tokenizer import WhisperTokens
+
+TIME_PRECISION = 0.02  # seconds per timestamp token
+MAX_INITIAL_TIMESTAMP = 1.0
+
+
+@dataclass
+class DecodeResult:
+    tokens: list[int]  # generated tokens, timestamps included, without the final <|endoftext|>
+    sum_logprob: float
+    no_speech_prob: float
+
+
+@dataclass
+class RowSpec:
+    """One window's prefix: ``[<|startofprev|> prompt...] sot_sequence [<|notimestamps|>]``."""
+
+    prefix: list[int]
+    sot_index: int  # where <|startoftranscript|> sits in the prefix
+    max_timestamp_index: int  # no timestamp past the end of the real audio
+
+
+class TimestampRules:
+    """Whisper's logit rules: suppressed tokens, paired monotonic timestamps, initial-timestamp cap."""
+
+    def __init__(self, tokens: WhisperTokens, suppress: list[int], begin_suppress: list[int], vocab: int,
+                 device: torch.device):
+        self.t = tokens
+        self.suppress = torch.tensor(sorted({i for i in suppress if i < vocab}), dtype=torch.long, device=device)
+        self.begin_suppress = torch.tensor(begin_suppress, dtype=torch.long, device=device)
+        self.max_initial = round(MAX_INITIAL_TIMESTAMP / TIME_PRECISION)
+
+    def apply(self, logits: torch.Tensor, generated: list[list[int]], rows: list[RowSpec]) -> torch.Tensor:
+        logits[:, self.suppress] = -math.inf
+        logits[:, self.t.no_timestamps] = -math.inf
+        ts = self.t.timestamp_begin
+        for b, seq in enumerate(generated):
+            row = logits[b]
+            if not seq:
+                row[self.begin_suppress] = -math.inf
+                row[:ts] = -math.inf  # the first token is a timestamp
+                row[ts + self.max_initial + 1:] = -math.inf
+                continue
+            last_ts = seq[-1] >= ts
+            penultimate_ts = len(seq) < 2 or seq[-2] >= ts
+            if last_ts:
+                if penultimate_ts:
+                    row[ts:] = -math.inf  # a segment was just closed: text or end next
+                else:
+                    row[:self.t.eot] = -math.inf  # text then a timestamp: next opens a segment or ends
+            stamps = [t for t in seq if t >= ts]
+            if stamps:
+                floor = stamps[-1] if (last_ts and not penultimate_ts) else stamps[-1] + 1
+                row[ts:floor] = -math.inf
+            row[ts + rows[b].max_timestamp_index + 1:] = -math.inf
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        timestamp_mass = torch.logsumexp(logprobs[:, ts:], dim=-1)
+        best_text = logprobs[:, :ts].max(dim=-1).values
+        force = timestamp_mass > best_text
+        logits[force, :ts] = -math.inf
+        return logits
+
+
+def greedy_decode(decoder: KVDecoder, encoder_out: torch.Tensor, rows: list[RowSpec], tokens: WhisperTokens,
+                  rules: TimestampRules, max_new_tokens: int, static: bool = False,
+                  step_fn=None) -> list[DecodeResult]:
+    """Decode every row to <|endoftext|> (or the token limit). ``step_fn`` may be a compiled step."""
+    device = encoder_out.device
+    batch = len(rows)
+    width = max(len(r.prefix) for r in rows)
+    state = decoder.start(encoder_out)
+    prefix = torch.full((batch, width), tokens.eot, dtype=torch.long, device=device)
+    valid = torch.zeros(batch, width, dtype=torch.bool, device=device)
+    for b, row in enumerate(rows):
+        prefix[b, width - len(row.prefix):] = torch.tensor(row.prefix, device=device)
+        valid[b, width - len(row.prefix):] = True
+    positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
+    state.valid[:, :width] = valid
+    slots = torch.arange(width, device=device)
+    hidden = decoder(prefix, positions, slots, state, attend_len=None if static else width)
+    sot_hidden = torch.stack([hidden[b, width - len(r.prefix) + r.sot_index] for b, r in enumerate(rows)])
+    no_speech = torch.softmax(decoder.logits(sot_hidden).float(), dim=-1)[:, tokens.no_speech].tolist()
+    logits = decoder.logits(hidden[:, -1])
+
+    limit = min(max_new_tokens, decoder.max_len - width)
+    generated: list[list[int]] = [[] for _ in rows]
+    sum_logprob = [0.0] * batch
+    finished = [False] * batch
+    position = positions[:, -1:]
+    step = step_fn or (lambda t, p, s: decoder(t, p, s, state, attend_len=None if static else int(s[0]) + 1))
+    for i in range(limit):
+        logits = rules.apply(logits.float(), generated, rows)
+        logprobs = torch.log_softmax(logits, dim=-1)
+        chosen = logits.argmax(dim=-1)
+        picked = logprobs.gather(1, chosen[:, None])[:, 0].tolist()
+        for b, token in enumerate(chosen.tolist()):
+            if finished[b]:
+                continue
+            sum_logprob[b] += picked[b]
+            if token == tokens.eot:
+                finished[b] = True
+            else:
+                generated[b].append(token)
+        if all(finished) or i == limit - 1:
+            break
+        next_tokens = torch.tensor([[g[-1] if (g and not f) else tokens.eot] for g, f in zip(generated, finished)],
+                                   device=device)
+        position = position + 1
+        slot = torch.tensor([width + i], device=device)
+        state.valid[:, width + i] = True
+        logits = decoder.logits(step(next_tokens, position, slot)[:, -1])
+    return [DecodeResult(g, s, n) for g, s, n in zip(generated, sum_logprob, no_speech)]
+
+
+def detect_languages(decoder: KVDecoder, encoder_out: torch.Tensor, tokens: WhisperTokens) -> list[tuple[str, float]]:
+    """The most likely language of each window, from one decoder step after <|startoftranscript|>."""
+    batch = encoder_out.shape[0]
+    state = decoder.start(encoder_out)
+    state.valid[:, 0] = True
+    sot = torch.full((batch, 1), tokens.sot, dtype=torch.long, device=encoder_out.device)
+    zero = torch.zeros(batch, 1, dtype=torch.long, device=encoder_out.device)
+    hidden = decoder(sot, zero, torch.zeros(1, dtype=torch.long, device=encoder_out.device), state, attend_len=1)
+    logits = decoder.logits(hidden[:, -1]).float()
+    codes = list(tokens.language_ids)
+    ids = torch.tensor([tokens.language_ids[c] for c in codes], device=encoder_out.device)
+    probs = torch.softmax(logits[:, ids], dim=-1)
+    best = probs.argmax(dim=-1).tolist()
+    return [(codes[i], float(probs[b, i])) for b, i in enumerate(best)]

@@ -1,0 +1,111 @@
+"""Whisper's decoder run step by step over a preallocated key/value cache.
+
+transformers' own decoder re-creates masks and cache objects at every step and its cache
+API changes between releases. This module reuses the decoder's *modules* (so quantised
+int8 linears and any checkpoint work unchanged) but keeps the loop's tensors fixed in
+shape: a ``[layers, batch, heads, 448, head_dim]`` cache written in place at a tensor index.
+Fixed shapes are what ``torch.compile(mode="reduce-overhead")`` needs to capture a CUDA graph
+once per batch size and replay it for every token; on the CPU the same code attends only
+over the filled part of the cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class DecoderState:
+    """Everything one batch's decode loop carries from step to step."""
+
+    self_k: torch.Tensor  # [layers, batch, heads, max_len, head_dim]
+    self_v: torch.Tensor
+    cross_k: list[torch.Tensor]  # per layer [batch, heads, frames, head_dim]
+    cross_v: list[torch.Tensor]
+    valid: torch.Tensor  # [batch, max_len] bool: which cache slots hold real (non-padding) tokens
+
+
+class KVDecoder(nn.Module):
+    def __init__(self, model: nn.Module, max_len: int | None = None):
+        super().__init__()
+        decoder = model.get_decoder() if hasattr(model, "get_decoder") else model.model.decoder
+        config = model.config
+        self.embed_tokens = decoder.embed_tokens
+        self.embed_positions = decoder.embed_positions
+        self.layers = decoder.layers
+        self.final_norm = decoder.layer_norm
+        self.proj_out = model.proj_out
+        self.n_heads = config.decoder_attention_heads
+        self.head_dim = config.d_model // self.n_heads
+        self.max_len = max_len or config.max_target_positions
+        self.activation = decoder.layers[0].activation_fn
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = x.shape
+        return x.view(batch, length, self.n_heads, self.head_dim).transpose(1, 2)
+
+    def _merge_heads(self, x: torch.Tensor) -> torch.Tensor:
+        batch, _, length, _ = x.shape
+        return x.transpose(1, 2).reshape(batch, length, self.n_heads * self.head_dim)
+
+    @torch.no_grad()
+    def start(self, encoder_out: torch.Tensor) -> DecoderState:
+        """Project the encoder output into every layer's cross-attention keys/values, once per window."""
+        batch = encoder_out.shape[0]
+        shape = (len(self.layers), batch, self.n_heads, self.max_len, self.head_dim)
+        kwargs = dict(device=encoder_out.device, dtype=encoder_out.dtype)
+        cross_k = [self._split_heads(layer.encoder_attn.k_proj(encoder_out)) for layer in self.layers]
+        cross_v = [self._split_heads(layer.encoder_attn.v_proj(encoder_out)) for layer in self.layers]
+        return DecoderState(torch.zeros(shape, **kwargs), torch.zeros(shape, **kwargs), cross_k, cross_v,
+                            torch.zeros(batch, self.max_len, dtype=torch.bool, device=encoder_out.device))
+
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
+                state: DecoderState, attend_len: int | None = None,
+                cross_queries: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+        """Run ``tokens`` [batch, T] written at cache ``slots`` [T]; returns final hidden states.
+
+        ``positions`` [batch, T] are the positional-embedding indices (they differ per row when
+        rows are left-padded). ``attend_len`` limits attention to the first slots (CPU speed);
+        None attends over the whole cache (static shape for CUDA graphs). When
+        ``cross_queries`` is a dict, the cross-attention queries of every layer are stored in
+        it for word alignment.
+        """
+        length = self.max_len if attend_len is None else attend_len
+        x = self.embed_tokens(tokens) + self.embed_positions.weight[positions]
+        key_slots = torch.arange(length, device=tokens.device)
+        causal = key_slots[None, :] <= slots[:, None]  # [T, S]
+        self_slot = key_slots[None, :] == slots[:, None]
+        mask = (state.valid[:, None, None, :length] & causal[None, None]) | self_slot[None, None]
+        for i, layer in enumerate(self.layers):
+            x = x + self._self_attention(layer, x, i, slots, state, length, mask)
+            x = x + self._cross_attention(layer, x, i, state, cross_queries)
+            h = layer.final_layer_norm(x)
+            x = x + layer.fc2(self.activation(layer.fc1(h)))
+        return self.final_norm(x)
+
+    def _self_attention(self, layer: nn.Module, x: torch.Tensor, i: int, slots: torch.Tensor,
+                        state: DecoderState, length: int, mask: torch.Tensor) -> torch.Tensor:
+        attn = layer.self_attn
+        h = layer.self_attn_layer_norm(x)
+        q = self._split_heads(attn.q_proj(h))
+        state.self_k[i].index_copy_(2, slots, self._split_heads(attn.k_proj(h)))
+        state.self_v[i].index_copy_(2, slots, self._split_heads(attn.v_proj(h)))
+        k, v = state.self_k[i, :, :, :length], state.self_v[i, :, :, :length]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return attn.out_proj(self._merge_heads(out))
+
+    def _cross_attention(self, layer: nn.Module, x: torch.Tensor, i: int, state: DecoderState,
+                         cross_queries: dict[int, torch.Tensor] | None) -> torch.Tensor:
+        attn = layer.encoder_attn
+        q = self._split_heads(attn.q_proj(layer.encoder_attn_layer_norm(x)))
+        if cross_queries is not None:
+            cross_queries[i] = q
+        out = F.scaled_dot_product_attention(q, state.cross_k[i], state.cross_v[i])
+        return attn.out_proj(self._merge_heads(out))
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.proj_out(hidden)

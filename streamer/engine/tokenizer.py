@@ -1,0 +1,104 @@
+"""Whisper's special tokens and text<->token conversion, derived from the tokenizer itself.
+
+English-only and multilingual checkpoints number their special tokens differently, and
+large-v3 adds a language, so nothing here is hard-coded: every id is looked up by name.
+"""
+
+from __future__ import annotations
+
+import string
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+from streamer.hypothesis import EngineError
+
+# Languages written without spaces between words: split words on unicode points instead.
+NO_SPACE_LANGUAGES = {"zh", "ja", "th", "lo", "my", "yue"}
+
+
+@dataclass
+class WhisperTokens:
+    tokenizer: Tokenizer
+    eot: int
+    sot: int
+    sot_prev: int
+    no_speech: int
+    no_timestamps: int
+    timestamp_begin: int
+    transcribe: int
+    translate: int
+    language_ids: dict[str, int] = field(default_factory=dict)
+    multilingual: bool = True
+
+    @classmethod
+    def from_file(cls, path: str | Path, vocab_size: int) -> "WhisperTokens":
+        tok = Tokenizer.from_file(str(path))
+        ids = lambda name: tok.token_to_id(name)  # noqa: E731
+        sot, translate = ids("<|startoftranscript|>"), ids("<|translate|>")
+        no_ts = ids("<|notimestamps|>")
+        if None in (sot, translate, no_ts, ids("<|endoftext|>")):
+            raise EngineError(f"{path} is not a Whisper tokenizer (special tokens missing)")
+        languages = {}
+        for i in range(sot + 1, translate):
+            name = tok.id_to_token(i)
+            if name and name.startswith("<|") and name.endswith("|>"):
+                languages[name[2:-2]] = i
+        ts0 = ids("<|0.00|>")
+        return cls(
+            tokenizer=tok, eot=ids("<|endoftext|>"), sot=sot, sot_prev=ids("<|startofprev|>"),
+            no_speech=ids("<|nospeech|>") or ids("<|nocaptions|>"), no_timestamps=no_ts,
+            timestamp_begin=ts0 if ts0 is not None else no_ts + 1,
+            transcribe=ids("<|transcribe|>"), translate=translate, language_ids=languages,
+            multilingual=vocab_size >= 51865,
+        )
+
+    def sot_sequence(self, language: str | None, task: str) -> list[int]:
+        """``<|startoftranscript|>`` [language, task]: English-only models take no language/task."""
+        if not self.multilingual:
+            return [self.sot]
+        if language not in self.language_ids:
+            raise EngineError(f"unknown language {language!r}; known: {', '.join(sorted(self.language_ids))}")
+        return [self.sot, self.language_ids[language], self.translate if task == "translate" else self.transcribe]
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode([i for i in ids if i < self.eot], skip_special_tokens=False)
+
+    def split_words(self, tokens: list[int], language: str | None) -> tuple[list[str], list[list[int]]]:
+        """Group text tokens into words (a leading space or punctuation starts a new one)."""
+        if language in NO_SPACE_LANGUAGES:
+            return self._split_unicode(tokens)
+        subwords, subword_tokens = self._split_unicode(tokens)
+        words: list[str] = []
+        word_tokens: list[list[int]] = []
+        for sub, sub_tokens in zip(subwords, subword_tokens):
+            special = sub_tokens[0] >= self.eot
+            starts_word = sub.startswith(" ") or special or not words
+            punctuation_only = sub.strip() != "" and all(c in string.punctuation for c in sub.strip())
+            if starts_word and not (punctuation_only and words and not sub.startswith(" ")):
+                words.append(sub)
+                word_tokens.append(list(sub_tokens))
+            else:
+                words[-1] += sub
+                word_tokens[-1].extend(sub_tokens)
+        return words, word_tokens
+
+    def _split_unicode(self, tokens: list[int]) -> tuple[list[str], list[list[int]]]:
+        """Split where the decoded text forms whole unicode characters (multi-token characters stay together)."""
+        words, word_tokens, current = [], [], []
+        for token in tokens:
+            current.append(token)
+            decoded = self.tokenizer.decode(current, skip_special_tokens=False)
+            if "\ufffd" not in decoded or unicodedata.category(decoded[-1:] or "a") == "So":
+                words.append(decoded)
+                word_tokens.append(current)
+                current = []
+        if current:
+            words.append(self.tokenizer.decode(current, skip_special_tokens=False))
+            word_tokens.append(current)
+        return words, word_tokens
