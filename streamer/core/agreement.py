@@ -1,0 +1,125 @@
+"""LocalAgreement-n: commit the words on which the last n hypotheses agree.
+
+Each decode re-reads the whole buffer, so its hypothesis repeats words that are already
+committed (those still inside the buffer) and ends in an unstable tail. Two things make that
+robust here:
+
+* Matching is on normalised words (case and punctuation ignored), so "Hello," and "hello"
+  agree and a late comma does not hold a word back.
+* Finding where the committed text ends inside a new hypothesis uses both time (word
+  midpoints against the end of the last committed word) and text (the committed tail
+  matched against the hypothesis near that point), so timestamp jitter at the buffer start
+  after a trim neither duplicates a committed word nor drops a new one.
+
+Committed words are append-only: nothing here ever changes or removes one.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Sequence
+
+from streamer.hypothesis import Word
+
+TIME_TOLERANCE = 0.05   # s: a word whose midpoint is this close before the committed end is new
+MAX_OVERLAP = 5         # longest committed tail compared against a new hypothesis head
+NEAR_SECONDS = 0.5      # a one-word text match only counts this close to the committed end
+
+
+def normalize_word(text: str) -> str:
+    """Case- and punctuation-insensitive form of a word for comparison."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    core = "".join(ch for ch in folded if ch.isalnum())
+    return core or folded.strip()
+
+
+def _keys(words: Sequence[Word]) -> list[str]:
+    return [normalize_word(w.word) for w in words]
+
+
+def common_prefix_length(sequences: Sequence[Sequence[Word]]) -> int:
+    """Number of leading words on which all sequences agree (normalised)."""
+    keys = [_keys(s) for s in sequences]
+    n = min(len(k) for k in keys) if keys else 0
+    for i in range(n):
+        if any(k[i] != keys[0][i] for k in keys[1:]):
+            return i
+    return n
+
+
+def new_words_after(committed: Sequence[Word], words: Sequence[Word]) -> list[Word]:
+    """The part of ``words`` (stream times) that comes after the committed words."""
+    words = list(words)
+    if not committed or not words:
+        return words
+    last_end = committed[-1].end
+    split = next((i for i, w in enumerate(words) if (w.start + w.end) / 2 > last_end - TIME_TOLERANCE), len(words))
+    split = _refine_split(committed, words, split, last_end)
+    return words[split:]
+
+
+def _refine_split(committed: Sequence[Word], words: list[Word], split: int, last_end: float) -> int:
+    """Move the time-based split to where the committed tail's text ends, if it matches nearby."""
+    tail = _keys(committed[-MAX_OVERLAP:])
+    keys = _keys(words)
+    best: tuple[int, int] | None = None  # (overlap length, -distance) -> split index
+    best_split = split
+    for j in range(max(0, split - 2), min(len(words), split + 2) + 1):
+        for m in range(min(len(tail), j), 0, -1):
+            if keys[j - m:j] != tail[-m:]:
+                continue
+            if m == 1 and j != split and words[j - 1].start > last_end + NEAR_SECONDS:
+                continue  # a lone common word far from the committed end: a real repeat, not overlap
+            score = (m, -abs(j - split))
+            if best is None or score > best:
+                best, best_split = score, j
+            break
+    return best_split
+
+
+class LocalAgreement:
+    """Commits the longest prefix agreed by the last ``n`` hypotheses, after the committed words."""
+
+    def __init__(self, n: int = 2) -> None:
+        if n < 1:
+            raise ValueError("LocalAgreement needs n >= 1")
+        self.n = n
+        self.committed: list[Word] = []
+        self._tails: list[list[Word]] = []  # uncommitted tails of the last n-1 hypotheses
+
+    @property
+    def tentative(self) -> list[Word]:
+        """The unstable tail of the latest hypothesis."""
+        return list(self._tails[-1]) if self._tails else []
+
+    def insert(self, words: Sequence[Word]) -> list[Word]:
+        """Add a hypothesis (stream times); return the words it newly commits."""
+        tail = new_words_after(self.committed, words)
+        candidates = [*self._tails, tail][-self.n:]
+        agreed = common_prefix_length(candidates) if len(candidates) >= self.n else 0
+        new = tail[:agreed]
+        self.committed.extend(new)
+        self._tails = [c[agreed:] for c in candidates][-max(self.n - 1, 1):]
+        if self.n == 1:
+            self._tails = [[]]
+        return new
+
+    def commit_all(self, words: Sequence[Word]) -> list[Word]:
+        """Commit every new word of a final hypothesis (end of utterance or stream)."""
+        new = new_words_after(self.committed, words)
+        self.committed.extend(new)
+        self._tails = []
+        return new
+
+    def commit_until(self, words: Sequence[Word], until: float) -> list[Word]:
+        """Commit the new words that end by ``until`` (forced, when the buffer hits its cap)."""
+        tail = new_words_after(self.committed, words)
+        new = [w for w in tail if w.end <= until]
+        new = tail[:len(new)] if new == tail[:len(new)] else []
+        self.committed.extend(new)
+        self._tails = [tail[len(new):]]
+        return new
+
+    def reset_history(self) -> None:
+        """Forget earlier hypotheses (a new utterance starts); commits stay."""
+        self._tails = []

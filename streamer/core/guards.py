@@ -1,0 +1,82 @@
+"""Anti-hallucination checks on a hypothesis, before any of its words can be committed.
+
+Whisper invents text on silence, noise and music ("Thank you.", "Subtitles by ..."), and
+sometimes loops on a phrase. VAD gating keeps most of that audio away from the model; these
+checks catch what gets through:
+
+* no-speech: the model's own no-speech probability is high *and* its confidence is low
+  (Whisper's rule for skipping a segment),
+* compression ratio: highly repetitive text compresses too well,
+* repeated n-grams: a phrase repeated many times in a row is cut after its first occurrence,
+* words outside VAD speech: a word whose audio lies entirely in non-speech is dropped.
+
+A hypothesis that trips a check is *suspect*: the prompt is reset so that a hallucination is
+not fed back into the next decode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from streamer.config import StreamConfig
+from streamer.core.agreement import normalize_word
+from streamer.hypothesis import Hypothesis, Word
+
+MAX_NGRAM = 4
+MIN_REPEATS = {1: 5, 2: 4, 3: 3, 4: 3}  # consecutive occurrences that make a loop
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the guards decided about one hypothesis."""
+
+    words: tuple[Word, ...]     # the words that may be used (possibly truncated)
+    rejected: bool = False      # nothing from this hypothesis may be committed
+    suspect: bool = False       # reset the prompt
+    reasons: tuple[str, ...] = ()
+
+
+def assess(hypothesis: Hypothesis, config: StreamConfig) -> Verdict:
+    """Apply the hypothesis-level guards."""
+    reasons: list[str] = []
+    if (hypothesis.no_speech_prob > config.no_speech_threshold
+            and hypothesis.avg_logprob < config.logprob_threshold):
+        reasons.append("no_speech")
+    if hypothesis.compression_ratio > config.compression_ratio_threshold:
+        reasons.append("compression_ratio")
+    if reasons:
+        return Verdict((), rejected=True, suspect=True, reasons=tuple(reasons))
+    words = tuple(hypothesis.words)
+    loop_at = find_repetition_loop(words)
+    if loop_at is not None:
+        return Verdict(words[:loop_at], suspect=True, reasons=("repetition",))
+    if hypothesis.avg_logprob < config.logprob_threshold:
+        return Verdict(words, suspect=True, reasons=("low_logprob",))
+    return Verdict(words)
+
+
+def find_repetition_loop(words: Sequence[Word]) -> int | None:
+    """Index where a run of repeated n-grams starts repeating (after its first occurrence), if any."""
+    keys = [normalize_word(w.word) for w in words]
+    for start in range(len(keys)):
+        for n in range(1, MAX_NGRAM + 1):
+            gram = keys[start:start + n]
+            if len(gram) < n:
+                break
+            reps = 1
+            while keys[start + reps * n:start + (reps + 1) * n] == gram:
+                reps += 1
+            if reps >= MIN_REPEATS[n]:
+                return start + n
+    return None
+
+
+def in_speech(word: Word, regions: Sequence[tuple[float, float]], pad: float) -> bool:
+    """Whether a word's span touches a VAD speech region (each widened by ``pad``)."""
+    return any(word.start < end + pad and word.end > start - pad for start, end in regions)
+
+
+def drop_nonspeech(words: Sequence[Word], regions: Sequence[tuple[float, float]], pad: float) -> list[Word]:
+    """Words whose audio lies entirely in VAD non-speech are hallucinations: drop them."""
+    return [w for w in words if in_speech(w, regions, pad)]

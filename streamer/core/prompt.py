@@ -1,0 +1,38 @@
+"""The text prompt for each decode: the tail of committed text, bounded.
+
+Conditioning on what was already said keeps spelling, casing and punctuation consistent
+across buffer trims. After a suspect hypothesis the prompt restarts from later commits only,
+because a hallucination fed back as context tends to repeat itself.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from streamer.hypothesis import Word
+
+
+class PromptBuilder:
+    """Builds the prompt from committed words, forgetting everything before the last reset."""
+
+    def __init__(self, max_chars: int) -> None:
+        self.max_chars = max_chars
+        self._from_index = 0
+
+    def reset(self, committed_count: int) -> None:
+        """Use only words committed from now on (index ``committed_count`` onwards)."""
+        self._from_index = committed_count
+
+    def build(self, committed: Sequence[Word]) -> str:
+        """The last ``max_chars`` characters of usable committed text, starting at a word."""
+        if self.max_chars <= 0:
+            return ""
+        picked: list[str] = []
+        size = 0
+        for i in range(len(committed) - 1, self._from_index - 1, -1):
+            word = committed[i]
+            size += len(word.word)
+            if size > self.max_chars:
+                break
+            picked.append(word.word)
+        return "".join(reversed(picked)).strip()

@@ -1,0 +1,368 @@
+"""The stream processor: audio in, decode requests out, hypotheses in, transcript events out.
+
+Sans-I/O and deterministic: no asyncio, sockets, threads or wall clock. The caller (file
+replay, daemon, tests) feeds audio, asks for the next due decode, runs it on an engine
+however it likes (batched across streams, on a worker thread...) and hands the hypothesis
+back. Time here is only the stream's audio timeline.
+
+Policy, in order of the audio's path:
+
+1. VAD gating (:mod:`streamer.core.gate`): only speech (plus padding) enters an utterance
+   buffer; long pauses are cut; ``end_silence`` of silence closes the utterance.
+2. Scheduling: an open utterance is re-decoded once ``min_chunk`` seconds of new audio
+   arrived; a closed one gets one final decode at once. One request in flight at a time,
+   so a slow engine just means fewer, larger updates.
+3. Agreement (:mod:`streamer.core.agreement`): LocalAgreement-n commits the stable prefix;
+   a final decode commits all remaining words of the utterance.
+4. Bound: after an update, a buffer longer than ``trim_to`` is cut at the last committed
+   word; a buffer over ``max_buffer`` is decoded in its oldest ``max_buffer`` seconds and the
+   words in the first part are committed, so the window never exceeds the cap whatever
+   Whisper does.
+5. Guards (:mod:`streamer.core.guards`) on every hypothesis, and the prompt reset.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from streamer.config import StreamConfig
+from streamer.core.agreement import LocalAgreement
+from streamer.core.buffer import AudioBuffer, TimeMap
+from streamer.core.events import TranscriptEvent
+from streamer.core.gate import SpeechGate
+from streamer.core.guards import assess, drop_nonspeech
+from streamer.core.prompt import PromptBuilder
+from streamer.hypothesis import SAMPLE_RATE, DecodeRequest, Engine, Hypothesis, Word
+from streamer.vad import SpeechDetector
+
+log = logging.getLogger(__name__)
+
+MIN_SPEECH = 0.2        # s of VAD speech below which an utterance is a blip: discarded, never decoded
+BEYOND_END = 0.2        # s: words starting this far past the window's audio are invented
+Kind = Literal["update", "final", "forced"]
+
+
+@dataclass
+class _Utterance:
+    """One VAD utterance: its buffer and decode bookkeeping."""
+
+    buffer: AudioBuffer
+    decoded_until: float          # stream time up to which its audio has been decoded
+    new_samples: int = 0          # appended since the last request
+    closed: bool = False
+    speech_samples: int = 0
+
+
+@dataclass
+class _InFlight:
+    utterance: _Utterance
+    kind: Kind
+    timemap: TimeMap
+
+
+class StreamProcessor:
+    """One stream's transcription state. See the module docstring for the policy."""
+
+    def __init__(self, config: StreamConfig, detector: SpeechDetector | None = None, *,
+                 language: str | None = None, task: str | None = None) -> None:
+        self.config = config
+        self.language = language if language is not None else config.language
+        self.task = task or config.task
+        if config.use_vad and detector is None:
+            from streamer.vad import SileroDetector
+
+            detector = SileroDetector()
+        self._detector = detector if config.use_vad else None
+        self._gate = (SpeechGate(config.vad_threshold, config.end_silence, config.speech_pad)
+                      if self._detector is not None else None)
+        self._agreement = LocalAgreement(config.agreement_n)
+        self._prompt = PromptBuilder(config.prompt_chars)
+        self._pending = np.zeros(0, dtype=np.float32)   # tail shorter than one VAD window
+        self._received = 0                              # samples fed
+        self._position = 0                              # samples passed through the gate
+        self._open: _Utterance | None = None
+        self._closed: deque[_Utterance] = deque()
+        self._inflight: _InFlight | None = None
+        self._finished = False
+        self._seq = 0
+        self._last_language: str | None = self.language
+        self._last_tentative: tuple[Word, ...] = ()
+        self._last_decoded_end = 0.0
+        self.decodes = 0
+        self.max_window_seconds = 0.0  # largest decode window requested (bench / tests)
+
+    # ----------------------------------------------------------------- public API
+
+    def feed(self, samples: np.ndarray) -> None:
+        """Add 16 kHz mono float32 audio (any length)."""
+        if self._finished:
+            raise RuntimeError("feed() after finish()")
+        samples = _validated(samples)
+        self._received += samples.size
+        if self._gate is None:
+            self._append(self._ensure_open(), self._position, samples)
+            self._position += samples.size
+            return
+        pending = np.concatenate([self._pending, samples]) if self._pending.size else samples
+        window = self._detector.window
+        whole = pending.size - pending.size % window
+        if whole:
+            probs = self._detector.probabilities(pending[:whole])
+            for i, prob in enumerate(probs):
+                self._on_window(pending[i * window:(i + 1) * window], float(prob))
+        self._pending = pending[whole:].copy()
+
+    def next_request(self) -> DecodeRequest | None:
+        """The decode that is due now, if any (at most one in flight)."""
+        if self._inflight is not None:
+            return None
+        while True:
+            utterance = self._closed[0] if self._closed else self._open
+            if utterance is None:
+                return None
+            if utterance.closed and len(utterance.buffer) == 0:
+                self._closed.popleft()
+                continue
+            kind = self._due(utterance)
+            return self._request(utterance, kind) if kind else None
+
+    def complete(self, hypothesis: Hypothesis) -> TranscriptEvent | None:
+        """Apply the result of the in-flight request; an event if the transcript changed."""
+        inflight = self._inflight
+        if inflight is None:
+            raise RuntimeError("complete() without a request in flight (call next_request() first)")
+        self._inflight = None
+        self.decodes += 1
+        verdict = assess(hypothesis, self.config)
+        if verdict.rejected:
+            log.debug("hypothesis rejected (%s): %r", ",".join(verdict.reasons), hypothesis.text)
+        words = self._stream_words(verdict.words, inflight.timemap)
+        utterance = inflight.utterance
+        new = self._apply(inflight.kind, utterance, words, verdict.rejected, inflight.timemap)
+        if verdict.suspect:
+            self._prompt.reset(len(self._agreement.committed))
+        utterance.decoded_until = max(utterance.decoded_until, inflight.timemap.end)
+        self._last_decoded_end = max(self._last_decoded_end, inflight.timemap.end)
+        if hypothesis.language:
+            self._last_language = hypothesis.language
+        return self._event(new)
+
+    def cancel(self) -> None:
+        """Forget the in-flight request (the engine failed); it will be asked for again."""
+        if self._inflight is not None:
+            self._inflight.utterance.new_samples = max(self._inflight.utterance.new_samples, 1)
+        self._inflight = None
+
+    def finish(self) -> None:
+        """No more audio: the remaining speech is queued for final decodes."""
+        if self._finished:
+            return
+        self._finished = True
+        if self._gate is not None:
+            if self._gate.in_utterance and self._open is not None and self._pending.size:
+                self._append(self._open, self._position, self._pending)
+            self._position += self._pending.size
+            self._pending = np.zeros(0, dtype=np.float32)
+            self._gate.close()
+        if self._open is not None:
+            self._close_open()
+
+    @property
+    def done(self) -> bool:
+        """Finished, and every word is committed."""
+        return self._finished and self._inflight is None and self._open is None and not self._closed
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    @property
+    def in_flight(self) -> bool:
+        return self._inflight is not None
+
+    @property
+    def audio_seconds(self) -> float:
+        """Seconds of audio received."""
+        return self._received / SAMPLE_RATE
+
+    @property
+    def decoded_seconds(self) -> float:
+        """Stream time up to which all audio has been dealt with (decoded, or skipped as non-speech)."""
+        utterance = self._closed[0] if self._closed else self._open
+        if utterance is None:
+            return self._position / SAMPLE_RATE
+        return min(max(utterance.decoded_until, utterance.buffer.start), self._position / SAMPLE_RATE)
+
+    @property
+    def committed_words(self) -> list[Word]:
+        return list(self._agreement.committed)
+
+    @property
+    def committed_text(self) -> str:
+        return "".join(w.word for w in self._agreement.committed).strip()
+
+    @property
+    def tentative_words(self) -> list[Word]:
+        return list(self._last_tentative)
+
+    @property
+    def buffer_seconds(self) -> float:
+        """Audio held for decoding now (open and closed utterances)."""
+        held = sum(u.buffer.seconds for u in self._closed)
+        return held + (self._open.buffer.seconds if self._open else 0.0)
+
+    # ----------------------------------------------------------------- gating
+
+    def _on_window(self, samples: np.ndarray, prob: float) -> None:
+        step = self._gate.push(self._position, samples, prob)
+        if step.opened:
+            self._ensure_open()
+        for position, chunk in step.append:
+            self._append(self._open, position, chunk)
+        self._position += samples.size
+        if step.closed:
+            self._close_open()
+
+    def _ensure_open(self) -> _Utterance:
+        if self._open is None:
+            self._open = _Utterance(AudioBuffer(), decoded_until=self._position / SAMPLE_RATE)
+        return self._open
+
+    def _append(self, utterance: _Utterance, position: int, samples: np.ndarray) -> None:
+        if len(utterance.buffer) == 0:
+            utterance.decoded_until = position / SAMPLE_RATE
+        utterance.buffer.append(samples, position)
+        utterance.new_samples += samples.size
+
+    def _close_open(self) -> None:
+        utterance, self._open = self._open, None
+        utterance.closed = True
+        if self._gate is not None:
+            utterance.speech_samples = self._gate.speech_samples
+            blip = utterance.speech_samples < MIN_SPEECH * SAMPLE_RATE
+            in_flight = self._inflight is not None and self._inflight.utterance is utterance
+            if blip and not in_flight:
+                log.debug("discarding a %.2f s VAD blip", utterance.speech_samples / SAMPLE_RATE)
+                return
+        self._closed.append(utterance)
+
+    # ----------------------------------------------------------------- scheduling
+
+    def _due(self, utterance: _Utterance) -> Kind | None:
+        over_cap = utterance.buffer.seconds > self.config.max_buffer
+        if utterance.closed:
+            return "forced" if over_cap else "final"
+        if over_cap:
+            return "forced"
+        if utterance.new_samples >= self.config.min_chunk * SAMPLE_RATE:
+            return "update"
+        return None
+
+    def _request(self, utterance: _Utterance, kind: Kind) -> DecodeRequest:
+        audio, timemap = utterance.buffer.window(self.config.max_buffer)
+        utterance.new_samples = 0
+        self._inflight = _InFlight(utterance, kind, timemap)
+        self.max_window_seconds = max(self.max_window_seconds, audio.size / SAMPLE_RATE)
+        prompt = self._prompt.build(self._agreement.committed)
+        return DecodeRequest(audio=audio, prompt=prompt, language=self.language, task=self.task,
+                             offset=timemap.start)
+
+    # ----------------------------------------------------------------- results
+
+    def _stream_words(self, words: tuple[Word, ...], timemap: TimeMap) -> list[Word]:
+        """Window times -> stream times; drop words past the audio or in VAD non-speech."""
+        length = sum(n for _, n in timemap.runs) / SAMPLE_RATE
+        out = []
+        for w in words:
+            if w.start > length + BEYOND_END or not w.word.strip():
+                continue
+            start = timemap.to_stream(w.start)
+            end = max(timemap.to_stream(min(w.end, length)), start)
+            out.append(Word(w.word, round(start, 3), round(end, 3), w.probability))
+        if self._gate is not None:
+            out = drop_nonspeech(out, self._gate.speech_regions(), self.config.speech_pad)
+        return out
+
+    def _apply(self, kind: Kind, utterance: _Utterance, words: list[Word], rejected: bool,
+               timemap: TimeMap) -> list[Word]:
+        if kind == "final":
+            new = self._agreement.commit_all(words)
+            self._retire(utterance)
+            return new
+        if kind == "forced":
+            return self._forced(utterance, words, timemap)
+        if rejected:
+            return []
+        new = self._agreement.insert(words)
+        self._trim(utterance)
+        return new
+
+    def _forced(self, utterance: _Utterance, words: list[Word], timemap: TimeMap) -> list[Word]:
+        """The buffer hit its cap: commit the words of the window's first part and cut there."""
+        cut = timemap.to_stream(self.config.max_buffer - self.config.trim_to)
+        new = self._agreement.commit_until(words, cut)
+        tail = self._agreement.tentative
+        trim_at = cut
+        if tail and tail[0].start < cut and tail[0].start > timemap.start + 0.5:
+            trim_at = tail[0].start  # do not cut a word in two: it is decoded again next time
+        log.debug("buffer over %.1f s cap: forced commit of %d words, cut at %.2f",
+                  self.config.max_buffer, len(new), trim_at)
+        utterance.buffer.trim_before(trim_at)
+        utterance.new_samples = len(utterance.buffer)
+        return new
+
+    def _trim(self, utterance: _Utterance) -> None:
+        """Past ``trim_to`` seconds, cut the buffer at the last committed word inside it."""
+        buffer = utterance.buffer
+        committed = self._agreement.committed
+        if buffer.seconds <= self.config.trim_to or not committed or committed[-1].end <= buffer.start:
+            return
+        trim_at = committed[-1].end
+        tail = self._agreement.tentative
+        if tail and tail[0].start > trim_at:
+            trim_at = (trim_at + tail[0].start) / 2
+        buffer.trim_before(trim_at)
+
+    def _retire(self, utterance: _Utterance) -> None:
+        if self._closed and self._closed[0] is utterance:
+            self._closed.popleft()
+        self._agreement.reset_history()
+        if self._gate is not None:
+            self._gate.forget_before(utterance.buffer.end)
+
+    def _event(self, new: list[Word]) -> TranscriptEvent | None:
+        tentative = tuple(self._agreement.tentative)
+        if not new and tentative == self._last_tentative:
+            return None
+        self._last_tentative = tentative
+        self._seq += 1
+        return TranscriptEvent(seq=self._seq, committed=tuple(new), tentative=tentative,
+                               language=self._last_language, audio_seconds=self.audio_seconds)
+
+
+def _validated(samples: np.ndarray) -> np.ndarray:
+    if not isinstance(samples, np.ndarray):
+        raise ValueError(f"samples must be a numpy array, got {type(samples).__name__}")
+    if samples.ndim != 1:
+        raise ValueError(f"samples must be 1-D mono audio, got shape {samples.shape}")
+    if samples.dtype.kind != "f":
+        raise ValueError(f"samples must be float32 in [-1, 1], got {samples.dtype} (use streamer.audio.pcm_to_float32)")
+    samples = samples.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(samples)):
+        raise ValueError("samples contain NaN or infinite values")
+    return samples
+
+
+def run_until_idle(processor: StreamProcessor, engine: Engine) -> list[TranscriptEvent]:
+    """Run every decode that is due now, synchronously; the events they produced."""
+    events = []
+    while (request := processor.next_request()) is not None:
+        event = processor.complete(engine.decode(request))
+        if event is not None:
+            events.append(event)
+    return events
