@@ -1,0 +1,231 @@
+"""Many sessions, one model: batch the due decodes and run them off the event loop.
+
+The engine is not thread-safe and holds the only copy of the weights, so exactly one worker
+thread calls it. Each round the scheduler asks every session, least recently served first,
+for its next due window and sends up to ``max_batch`` of them through
+``engine.decode_batch``. While a round runs, audio keeps arriving; the next request of
+each session then covers more new audio, so under overload every stream's update interval
+lengthens by the same amount instead of one stream falling behind without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from streamer.daemon.metrics import Metrics
+from streamer.daemon.session import Outgoing, Session
+from streamer.hypothesis import SAMPLE_RATE, DecodeRequest, Engine, Hypothesis
+
+log = logging.getLogger(__name__)
+
+Deliver = Callable[[list[Outgoing]], None]
+
+
+@dataclass(eq=False)
+class _Entry:
+    session: Session
+    deliver: Deliver
+    served: int = 0  # round number of the last decode; lower goes first (fairness)
+    order: int = 0   # tie-break: first come first served
+    progress: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Scheduler:
+    """Owns the engine's worker thread and decides who is decoded when."""
+
+    def __init__(self, engine: Engine, *, max_batch: int = 8, metrics: Metrics | None = None,
+                 min_chunk: float = 1.0) -> None:
+        self.engine = engine
+        self.max_batch = max(1, max_batch)
+        self.metrics = metrics or Metrics()
+        self.min_chunk = min_chunk
+        self._entries: dict[str, _Entry] = {}
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamer-engine")
+        self._wake = asyncio.Event()
+        self._round = 0
+        self._counter = itertools.count()
+        self._task: asyncio.Task | None = None
+        self.batch_sizes: list[int] = []
+        self.decode_times: list[float] = []
+
+    # ----------------------------------------------------------------- registry
+    def add(self, session: Session, deliver: Deliver) -> None:
+        """Schedule a session; ``deliver`` receives its outgoing messages, in order."""
+        self._entries[session.id] = _Entry(session, deliver, served=self._round, order=next(self._counter))
+        self.metrics.sessions.set(len(self._entries))
+        self.wake()
+
+    def remove(self, session: Session) -> None:
+        self._entries.pop(session.id, None)
+        self.metrics.sessions.set(len(self._entries))
+        try:
+            self.metrics.lag.remove(session.id)
+        except KeyError:
+            pass
+
+    def __contains__(self, session_id: str) -> bool:
+        return session_id in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def wake(self) -> None:
+        """New audio or a stop arrived: a decode may now be due."""
+        self._wake.set()
+
+    async def progressed(self, session: Session, timeout: float | None = None) -> None:
+        """Wait until the scheduler has done something for ``session`` (backpressure release)."""
+        entry = self._entries.get(session.id)
+        if entry is None:
+            return
+        entry.progress.clear()
+        try:
+            await asyncio.wait_for(entry.progress.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    # ----------------------------------------------------------------- running
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="streamer-scheduler")
+
+    async def close(self) -> None:
+        """Stop scheduling (sessions should be finished first) and release the worker thread."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        self._executor.shutdown(wait=True)
+
+    async def _run(self) -> None:
+        while True:
+            batch = self._collect()
+            self._update_gauges()
+            if not batch:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            await self._decode(batch)
+
+    def _collect(self) -> list[tuple[_Entry, DecodeRequest]]:
+        """Up to ``max_batch`` due requests, least recently served sessions first."""
+        batch: list[tuple[_Entry, DecodeRequest]] = []
+        for entry in sorted(self._entries.values(), key=lambda e: (e.served, e.order)):
+            if len(batch) >= self.max_batch:
+                break
+            request = entry.session.next_request()
+            if request is not None:
+                batch.append((entry, request))
+            else:
+                entry.progress.set()  # nothing due: a waiting reader may go on
+        return batch
+
+    async def _decode(self, batch: list[tuple[_Entry, DecodeRequest]]) -> None:
+        loop = asyncio.get_running_loop()
+        requests = [request for _, request in batch]
+        self._round += 1
+        started = time.perf_counter()
+        try:
+            results: Sequence[Hypothesis | BaseException] = await loop.run_in_executor(
+                self._executor, self.engine.decode_batch, requests)
+        except Exception as exc:  # one bad window must not fail its batch-mates: retry one by one
+            log.warning("batched decode of %d windows failed (%s); retrying one by one", len(batch), exc)
+            results = [await loop.run_in_executor(self._executor, _decode_one, self.engine, r) for r in requests]
+        elapsed = time.perf_counter() - started
+        self._record(requests, elapsed)
+        for (entry, _), result in zip(batch, results):
+            entry.served = self._round
+            self._finish(entry, result)
+
+    def _finish(self, entry: _Entry, result: Hypothesis | BaseException) -> None:
+        session = entry.session
+        if isinstance(result, BaseException):
+            log.error("session %s: decode failed: %s", session.id, result)
+            out = session.fail(result)
+        else:
+            try:
+                out = session.complete(result)
+            except Exception as exc:  # a core bug must only end its own session
+                log.exception("session %s: stream core failed", session.id)
+                out = session.fail(exc)
+        entry.progress.set()
+        if out:
+            entry.deliver(out)
+
+    def _record(self, requests: list[DecodeRequest], elapsed: float) -> None:
+        self.batch_sizes.append(len(requests))
+        self.decode_times.append(elapsed)
+        self.metrics.decode_seconds.observe(elapsed)
+        self.metrics.batch_size.observe(len(requests))
+        self.metrics.decode_audio_seconds.inc(sum(len(r.audio) for r in requests) / SAMPLE_RATE)
+        log.debug("decoded batch of %d in %.3f s", len(requests), elapsed)
+
+    def _update_gauges(self) -> None:
+        lags = []
+        waiting = 0
+        for sid, entry in self._entries.items():
+            lag = entry.session.lag
+            lags.append(lag)
+            self.metrics.lag.labels(session=sid).set(round(lag, 3))
+            if not entry.session.in_flight and entry.session.active and lag >= self.min_chunk:
+                waiting += 1
+        self.metrics.max_lag.set(max(lags, default=0.0))
+        self.metrics.queue_depth.set(waiting)
+
+
+def _decode_one(engine: Engine, request: DecodeRequest) -> Hypothesis | BaseException:
+    try:
+        return engine.decode(request)
+    except Exception as exc:
+        return exc
+
+
+class LoopMonitor:
+    """Measures how late the event loop wakes up: its longest stall is a health number.
+
+    Inference runs on a thread; anything that blocks the loop anyway (a big resample, a VAD
+    pass over a huge frame) shows up here and in ``streamer_loop_stall_*``.
+    """
+
+    def __init__(self, metrics: Metrics | None = None, interval: float = 0.01) -> None:
+        self.metrics = metrics
+        self.interval = interval
+        self.max_stall = 0.0
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="streamer-loop-monitor")
+
+    def reset(self) -> None:
+        self.max_stall = 0.0
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(self.interval)
+            stall = max(0.0, time.perf_counter() - before - self.interval)
+            if stall > self.max_stall:
+                self.max_stall = stall
+                if self.metrics:
+                    self.metrics.loop_stall_max.set(stall)
+            if self.metrics:
+                self.metrics.loop_stall.observe(stall)
