@@ -125,8 +125,12 @@ class Scheduler:
             request = entry.session.next_request()
             if request is not None:
                 batch.append((entry, request))
-            else:
-                entry.progress.set()  # nothing due: a waiting reader may go on
+                continue
+            entry.progress.set()  # nothing due: a waiting reader may go on
+            if entry.session.state == "stopping" and not entry.session.in_flight:
+                out = entry.session.end_now()
+                if out:
+                    entry.deliver(out)
         return batch
 
     async def _decode(self, batch: list[tuple[_Entry, DecodeRequest]]) -> None:

@@ -161,7 +161,6 @@ class Session:
         self.processor: Any = None
         self._resampler: StreamResampler | None = None
         self._remainder = b""
-        self._seq = 0
         self._in_flight = False
         self._warned_nonfinite = False
         self.received_bytes = 0
@@ -306,10 +305,16 @@ class Session:
     def transcript_message(self, event: Any) -> dict:
         message = dict(event.to_message())
         message["type"] = "transcript"
-        message["seq"] = self._seq
-        message["audio_seconds"] = round(self.audio_seconds, 3)
-        self._seq += 1
         return message
+
+    def end_now(self) -> list[Outgoing]:
+        """Stopping with nothing left to decode: send ``end`` even if the core still holds words."""
+        if self.state != "stopping" or self._in_flight:
+            return []
+        if not self.processor.done:
+            log.warning("session %s: stream core not done after stop with nothing due; ending anyway", self.id)
+        self.state = "ended"
+        return [self.end_message(), Close(CLOSE_NORMAL, "stopped")]
 
     # ----------------------------------------------------------------- state
     @property

@@ -1,0 +1,198 @@
+"""Protocol v1 session state machine, without any network: every bad input is a plain call."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from streamer.config import StreamConfig
+from streamer.daemon.session import (CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_UNSUPPORTED, Close,
+                                     Session, StartError, StartParams, parse_start)
+from streamer.engine.scripted import ScriptedEngine, timeline_script
+from streamer.hypothesis import Word
+
+WORDS = [Word(" one", 0.3, 0.7), Word(" two", 1.2, 1.6), Word(" three", 2.1, 2.6), Word(" four", 3.2, 3.6),
+         Word(" five", 4.4, 4.9)]
+
+
+def config() -> StreamConfig:
+    return StreamConfig(use_vad=False, min_chunk=1.0, max_buffer=20.0, trim_to=10.0)
+
+
+def new_session(**kwargs) -> Session:
+    return Session("s1", config(), model="scripted", **kwargs)
+
+
+def pcm16(seconds: float, rate: int = 16000, channels: int = 1) -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    tone = (0.1 * np.sin(2 * math.pi * 220 * t)).astype(np.float32)
+    return (np.repeat(tone[:, None], channels, axis=1) * 32767).astype("<i2").tobytes()
+
+
+def drive(session: Session, engine: ScriptedEngine) -> list:
+    """What the scheduler does, synchronously: decode every due window."""
+    out = []
+    while (request := session.next_request()) is not None:
+        out += session.complete(engine.decode(request))
+    return out
+
+
+def kinds(items: list) -> list[str]:
+    return [i["type"] if isinstance(i, dict) else f"close:{i.code}" for i in items]
+
+
+def codes(items: list) -> list[str]:
+    return [i["code"] for i in items if isinstance(i, dict) and i["type"] == "error"]
+
+
+def test_start_defaults_and_ready():
+    s = new_session()
+    out = s.receive_text(json.dumps({"type": "start"}))
+    assert out == [{"type": "ready", "session": "s1", "protocol": 1, "model": "scripted", "sample_rate": 16000}]
+    assert s.params == StartParams()
+
+
+@pytest.mark.parametrize("fields, fragment", [
+    ({"sample_rate": 7999}, "sample_rate"), ({"sample_rate": 48001}, "sample_rate"),
+    ({"sample_rate": "fast"}, "integer"), ({"sample_rate": True}, "integer"), ({"sample_rate": 16000.5}, "integer"),
+    ({"encoding": "mp3"}, "encoding"), ({"channels": 3}, "channels"), ({"channels": 0}, "channels"),
+    ({"task": "dance"}, "task"), ({"language": 5}, "language"), ({"language": "en; rm -rf"}, "language"),
+])
+def test_invalid_start_is_fatal_1003(fields, fragment):
+    s = new_session()
+    out = s.receive_text(json.dumps({"type": "start", **fields}))
+    assert codes(out) == ["invalid_start"] and fragment in out[0]["message"]
+    assert out[-1] == Close(CLOSE_UNSUPPORTED, "invalid start")
+    assert s.ended
+
+
+def test_query_strings_parse_like_json():
+    params = parse_start({"sample_rate": "44100", "channels": "2", "encoding": "pcm_f32le", "language": "null"})
+    assert params == StartParams(44100, "pcm_f32le", 2, None, "transcribe")
+    assert parse_start({"language": "EN"}).language == "en"
+    with pytest.raises(StartError):
+        parse_start({"sample_rate": "-1"})
+
+
+@pytest.mark.parametrize("text, code", [
+    ("not json", "invalid_json"), ("[1, 2]", "invalid_json"), ('"start"', "invalid_json"),
+    ('{"type": "pause"}', "unknown_type"), ('{"no_type": 1}', "unknown_type"),
+])
+def test_bad_text_frames_are_not_fatal(text, code):
+    s = new_session()
+    s.receive_text('{"type": "start"}')
+    out = s.receive_text(text)
+    assert codes(out) == [code] and len(out) == 1
+    assert s.state == "started"
+    assert s.receive_binary(pcm16(0.1)) == []
+
+
+def test_binary_before_start_is_fatal_1008():
+    s = new_session()
+    out = s.receive_binary(pcm16(0.1))
+    assert codes(out) == ["not_started"] and out[-1].code == CLOSE_POLICY
+
+
+def test_autostart_from_query_parameters():
+    s = new_session(defaults=StartParams(sample_rate=8000), autostart=True)
+    out = s.receive_binary(pcm16(0.5, rate=8000))
+    assert kinds(out) == ["ready"] and out[0]["sample_rate"] == 8000
+    s.receive_text('{"type": "stop"}')  # flushes the resampler's filter delay
+    assert s.audio_seconds == pytest.approx(0.5, abs=0.01)
+
+
+def test_second_start_is_ignored():
+    s = new_session()
+    s.receive_text('{"type": "start", "sample_rate": 16000}')
+    out = s.receive_text('{"type": "start", "sample_rate": 8000}')
+    assert codes(out) == ["already_started"] and len(out) == 1
+    assert s.params.sample_rate == 16000 and s.state == "started"
+
+
+@pytest.mark.parametrize("encoding, width", [("pcm_s16le", 2), ("pcm_f32le", 4)])
+def test_partial_samples_are_buffered_not_dropped(encoding, width):
+    s = new_session()
+    s.receive_text(json.dumps({"type": "start", "encoding": encoding}))
+    samples = np.linspace(-0.5, 0.5, 1601, dtype=np.float32)
+    data = (samples * 32767).astype("<i2").tobytes() if width == 2 else samples.astype("<f4").tobytes()
+    cuts = [0, 1, 2, 3, 5, 1001, 2999, len(data)]
+    for a, b in zip(cuts, cuts[1:]):
+        assert s.receive_binary(data[a:b]) == []
+    assert s.processor.audio_seconds * 16000 == pytest.approx(1601)
+
+
+def test_stereo_frames_split_inside_a_frame():
+    s = new_session()
+    s.receive_text('{"type": "start", "channels": 2}')
+    data = pcm16(1.0, channels=2)
+    for i in range(0, len(data), 333):
+        s.receive_binary(data[i:i + 333])
+    assert s.audio_seconds == pytest.approx(1.0, abs=1e-3)
+
+
+def test_nan_and_inf_are_replaced_and_reported_once():
+    s = new_session()
+    s.receive_text('{"type": "start", "encoding": "pcm_f32le"}')
+    bad = np.array([0.1, np.nan, np.inf, -np.inf, 0.2] * 100, dtype="<f4").tobytes()
+    out = s.receive_binary(bad)
+    assert codes(out) == ["invalid_audio"] and s.state == "started"
+    assert s.receive_binary(bad) == []  # once per session
+    assert s.audio_seconds == pytest.approx(1000 / 16000)
+
+
+def test_frame_over_limit_is_fatal_1009():
+    s = new_session(max_frame_bytes=4096)
+    s.receive_text('{"type": "start"}')
+    out = s.receive_binary(b"\0" * 4097)
+    assert codes(out) == ["frame_too_large"] and out[-1].code == CLOSE_TOO_BIG
+    assert s.receive_binary(b"\0" * 4096) == []
+
+
+def test_stop_commits_every_word_then_end_and_close():
+    engine = ScriptedEngine(timeline_script(WORDS, unstable_tail=True))
+    s = new_session()
+    s.receive_text('{"type": "start"}')
+    data = pcm16(6.0)  # the scripted tail is unstable within 1 s of the window end
+    events = []
+    for i in range(0, len(data), 3200):
+        events += s.receive_binary(data[i:i + 3200])
+        events += drive(s, engine)
+    events += s.receive_text('{"type": "stop"}')
+    events += drive(s, engine)
+    assert kinds(events)[-2:] == ["end", f"close:{CLOSE_NORMAL}"]
+    transcripts = [e for e in events if isinstance(e, dict) and e["type"] == "transcript"]
+    committed = [w["word"] for e in transcripts for w in e["committed"]]
+    assert committed == [w.word for w in WORDS]  # each word once, in order, none revised
+    assert [e["seq"] for e in transcripts] == list(range(1, len(transcripts) + 1))
+    end = events[-2]
+    assert end["text"] == "one two three four five" and end["audio_seconds"] == pytest.approx(6.0, abs=0.01)
+    assert s.ended and s.next_request() is None
+    assert codes(s.receive_binary(pcm16(0.1))) == ["stopped"]
+
+
+def test_stop_before_start_ends_cleanly():
+    s = new_session()
+    out = s.receive_text('{"type": "stop"}')
+    assert kinds(out) == ["end", f"close:{CLOSE_NORMAL}"] and out[0]["text"] == ""
+
+
+def test_resampled_input_keeps_the_audio_timeline():
+    s = new_session()
+    s.receive_text('{"type": "start", "sample_rate": 44100, "channels": 2}')
+    data = pcm16(2.0, rate=44100, channels=2)
+    for i in range(0, len(data), 8820):
+        s.receive_binary(data[i:i + 8820])
+    s.receive_text('{"type": "stop"}')
+    assert s.audio_seconds == pytest.approx(2.0, abs=0.01)
+
+
+def test_engine_failure_ends_only_this_session():
+    s = new_session()
+    s.receive_text('{"type": "start"}')
+    s.receive_binary(pcm16(1.5))
+    assert s.next_request() is not None
+    out = s.fail(RuntimeError("boom"))
+    assert codes(out) == ["internal_error"] and out[-1].code == 1011 and s.ended
