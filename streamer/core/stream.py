@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 MIN_SPEECH = 0.2        # s of VAD speech below which an utterance is a blip: discarded, never decoded
 BEYOND_END = 0.2        # s: words starting this far past the window's audio are invented
+NONSPEECH_TOLERANCE = 0.1  # s: Whisper's word times are this loose; a word farther from speech is invented
 Kind = Literal["update", "final", "forced"]
 
 
@@ -285,7 +286,7 @@ class StreamProcessor:
             end = max(timemap.to_stream(min(w.end, length)), start)
             out.append(Word(w.word, round(start, 3), round(end, 3), w.probability))
         if self._gate is not None:
-            out = drop_nonspeech(out, self._gate.speech_regions(), self.config.speech_pad)
+            out = drop_nonspeech(out, self._gate.speech_regions(), NONSPEECH_TOLERANCE)
         return out
 
     def _apply(self, kind: Kind, utterance: _Utterance, words: list[Word], rejected: bool,

@@ -1,0 +1,95 @@
+"""LocalAgreement edge cases, on word lists (no audio, no engine)."""
+
+from __future__ import annotations
+
+from streamer.core.agreement import LocalAgreement, common_prefix_length, new_words_after, normalize_word
+from streamer.hypothesis import Word
+
+
+def words(text: str, start: float = 0.0, step: float = 0.5) -> list[Word]:
+    """Words of ``text`` laid out every ``step`` seconds from ``start``."""
+    return [Word(" " + t, start + i * step, start + i * step + step * 0.8) for i, t in enumerate(text.split())]
+
+
+def texts(ws) -> list[str]:
+    return [w.word.strip() for w in ws]
+
+
+def test_normalize_ignores_case_and_punctuation():
+    assert normalize_word(" Hello,") == normalize_word("hello") == "hello"
+    assert normalize_word("don't") == "dont"
+    assert normalize_word(" ...") == "..."  # punctuation-only tokens still compare as themselves
+
+
+def test_common_prefix_is_case_and_punctuation_insensitive():
+    assert common_prefix_length([words("Hello, world. How"), words("hello World how are")]) == 3
+
+
+def test_word_changing_between_hypotheses():
+    la = LocalAgreement(2)
+    assert la.insert(words("the cat sat")) == []
+    assert texts(la.tentative) == ["the", "cat", "sat"]
+    assert texts(la.insert(words("the cat sad on"))) == ["the", "cat"]
+    assert texts(la.tentative) == ["sad", "on"]
+    assert texts(la.insert(words("the cat sat on the"))) == []  # "sad" -> "sat": no agreement yet
+    assert texts(la.insert(words("the cat sat on the mat"))) == ["sat", "on", "the"]
+    assert texts(la.committed) == ["the", "cat", "sat", "on", "the"]
+
+
+def test_shrinking_hypothesis():
+    la = LocalAgreement(2)
+    la.insert(words("one two three four"))
+    assert texts(la.insert(words("one two"))) == ["one", "two"]
+    assert la.tentative == []
+    assert texts(la.insert(words("one two three four five"))) == []  # the shrunk one had no tail to agree with
+    assert texts(la.insert(words("one two three four five six"))) == ["three", "four", "five"]
+
+
+def test_duplicated_overlap_at_trim_is_not_committed_twice():
+    la = LocalAgreement(2)
+    la.insert(words("a b c", start=2.0))
+    la.insert(words("a b c d", start=2.0))
+    assert texts(la.committed) == ["a", "b", "c"]
+    last_end = la.committed[-1].end
+    # after a trim at the committed end, the window starts with the tail of "c" again, with jitter
+    dup = [Word(" C.", last_end - 0.05, last_end + 0.3), *words("d e f", start=last_end + 0.3)]
+    assert new_words_after(la.committed, dup)[0].word == " d"
+    la.insert(dup)
+    la.insert(dup + words("g", start=last_end + 2.0))
+    assert texts(la.committed) == ["a", "b", "c", "d", "e", "f"]
+
+
+def test_new_word_with_early_timestamp_is_not_dropped():
+    committed = words("in the", start=2.0)
+    last_end = committed[-1].end
+    hyp = [*committed, Word(" big", last_end - 0.4, last_end + 0.1), Word(" cat", last_end + 0.2, last_end + 0.6)]
+    assert texts(new_words_after(committed, hyp)) == ["big", "cat"]
+
+
+def test_repeated_word_far_after_commit_is_kept():
+    committed = words("of the", start=0.0)
+    hyp = [Word(" the", 5.0, 5.3), Word(" end", 5.3, 5.6)]
+    assert texts(new_words_after(committed, hyp)) == ["the", "end"]
+
+
+def test_agreement_n3_needs_three():
+    la = LocalAgreement(3)
+    assert la.insert(words("x y")) == []
+    assert la.insert(words("x y z")) == []
+    assert texts(la.insert(words("x y z w"))) == ["x", "y"]
+    assert texts(la.insert(words("x y z w v"))) == ["z"]
+
+
+def test_agreement_n1_commits_at_once():
+    la = LocalAgreement(1)
+    assert texts(la.insert(words("a b"))) == ["a", "b"]
+    assert la.tentative == []
+
+
+def test_commit_all_and_until():
+    la = LocalAgreement(2)
+    la.insert(words("a b c d"))
+    assert texts(la.commit_until(words("a b c d"), until=1.0)) == ["a", "b"]
+    assert texts(la.tentative) == ["c", "d"]
+    assert texts(la.commit_all(words("a b c d e"))) == ["c", "d", "e"]
+    assert la.tentative == []

@@ -1,0 +1,336 @@
+"""StreamProcessor policy with a scripted engine: milliseconds, no model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamer.config import StreamConfig
+from streamer.core import StreamProcessor, TranscriptEvent, run_until_idle
+from streamer.engine.scripted import ScriptedEngine, timeline_script
+from streamer.hypothesis import SAMPLE_RATE, DecodeRequest, Hypothesis, Word
+from streamer.vad import ScriptedDetector
+
+SR = SAMPLE_RATE
+
+
+def timeline(n: int, start: float = 1.0, step: float = 0.4, prefix: str = "w") -> list[Word]:
+    return [Word(f" {prefix}{i}", round(start + i * step, 3), round(start + i * step + 0.3, 3)) for i in range(n)]
+
+
+def noise(seconds: float, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0, 0.01, int(seconds * SR)).astype(np.float32)
+
+
+def stream(processor: StreamProcessor, engine, audio: np.ndarray, chunk: float = 0.1,
+           finish: bool = True) -> list[TranscriptEvent]:
+    """Feed audio in chunks, running every due decode right away (an infinitely fast engine)."""
+    events = []
+    step = int(chunk * SR)
+    for i in range(0, audio.size, step):
+        processor.feed(audio[i:i + step])
+        events += run_until_idle(processor, engine)
+    if finish:
+        processor.finish()
+        events += run_until_idle(processor, engine)
+    return events
+
+
+def committed_of(events) -> list[Word]:
+    return [w for e in events for w in e.committed]
+
+
+def test_finish_commits_every_word_and_events_are_consistent():
+    words = timeline(20)
+    engine = ScriptedEngine(timeline_script(words, unstable_tail=True))
+    proc = StreamProcessor(StreamConfig(), ScriptedDetector([(0.9, 9.2)]))
+    events = stream(proc, engine, noise(11))
+    assert proc.done
+    assert [w.word for w in proc.committed_words][:19] == [w.word for w in words][:19]
+    assert committed_of(events) == proc.committed_words          # events carry each commit exactly once
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert events[-1].tentative == ()
+    msg = events[0].to_message()
+    assert msg["type"] == "transcript" and set(msg) == {"type", "seq", "committed", "tentative", "language",
+                                                        "audio_seconds"}
+
+
+def test_committed_words_are_never_revised():
+    """Whatever the engine says later, an emitted commit stays as it was, in order, without repeats."""
+    rng = np.random.default_rng(1)
+    words = timeline(60, step=0.3)
+
+    def flaky(request: DecodeRequest) -> Hypothesis:
+        hyp = timeline_script(words, unstable_tail=True)(request)
+        ws = list(hyp.words)
+        if ws and rng.random() < 0.4:   # sometimes drop, change or truncate words
+            i = int(rng.integers(0, len(ws)))
+            choice = rng.integers(0, 3)
+            if choice == 0:
+                ws[i] = Word(" changed", ws[i].start, ws[i].end)
+            elif choice == 1:
+                ws = ws[:i]
+            else:
+                del ws[i]
+        return Hypothesis(tuple(ws), "en", -0.2, 0.01, 1.2)
+
+    proc = StreamProcessor(StreamConfig(min_chunk=0.5, trim_to=4, max_buffer=8),
+                           ScriptedDetector([(0.9, 19.0)]))
+    seen: list[Word] = []
+    for i in range(0, 20 * SR, 1600):
+        proc.feed(noise(0.1, seed=i))
+        for event in run_until_idle(proc, ScriptedEngine(flaky)):
+            assert proc.committed_words[:len(seen)] == seen      # earlier commits untouched
+            seen += list(event.committed)
+    proc.finish()
+    for event in run_until_idle(proc, ScriptedEngine(flaky)):
+        seen += list(event.committed)
+    assert proc.committed_words == seen
+    starts = [w.start for w in seen]
+    assert starts == sorted(starts)
+    keys = [w.word for w in seen if w.word != " changed"]
+    assert len(keys) == len(set(keys))                            # nothing committed twice
+
+
+def test_end_silence_closes_utterance_and_commits_all_at_once():
+    words = timeline(5, start=1.0) + timeline(5, start=6.0, prefix="v")
+    engine = ScriptedEngine(timeline_script(words))
+    cfg = StreamConfig(end_silence=0.5, min_chunk=1.0)
+    proc = StreamProcessor(cfg, ScriptedDetector([(0.95, 2.95), (5.95, 8.0)]))
+    events = stream(proc, engine, noise(3.6), finish=False)
+    assert [w.word.strip() for w in proc.committed_words] == [f"w{i}" for i in range(5)]
+    assert events[-1].tentative == ()
+    assert proc.buffer_seconds == 0.0                             # utterance closed: buffer reset
+    calls_before = len(engine.calls)
+    stream(proc, engine, noise(2.0), finish=False)                # 3.6 .. 5.6 s: silence
+    assert len(engine.calls) == calls_before
+    stream(proc, engine, noise(4.0))
+    assert [w.word.strip() for w in proc.committed_words][5:] == [f"v{i}" for i in range(5)]
+    # every decode window starts near speech: padding, not the preceding silence
+    for call in engine.calls:
+        assert call.offset >= 0.95 - cfg.speech_pad - 0.04
+
+
+def test_long_pause_is_cut_out_of_the_buffer():
+    words = timeline(3, start=1.0) + timeline(3, start=5.0, prefix="v")
+    engine = ScriptedEngine(lambda r: Hypothesis((), "en", -0.2, 0.01, 1.0))
+    cfg = StreamConfig(end_silence=3.0, speech_pad=0.2, min_chunk=5.0)
+    proc = StreamProcessor(cfg, ScriptedDetector([(1.0, 2.2), (5.0, 6.2)]))
+    stream(proc, engine, noise(9.5))
+    final = engine.calls[-1]
+    # one utterance (pause 2.8 s < end_silence); the 2.8 s pause keeps only 2 x pad
+    assert len(engine.calls) == 1
+    assert final.audio.size / SR == pytest.approx(1.2 + 1.2 + 4 * 0.2, abs=0.15)
+    assert final.offset == pytest.approx(0.8, abs=0.04)
+    del words
+
+
+def test_timemap_maps_words_across_a_cut_pause():
+    words = timeline(2, start=1.0) + timeline(2, start=5.0, prefix="v")
+    seen = []
+
+    def script(request: DecodeRequest) -> Hypothesis:
+        seen.append(request)
+        # the window holds [0.8, 2.2+0.2] then [4.8, ...]: the 3rd word lies after the cut
+        return Hypothesis((Word(" w0", 0.2, 0.5), Word(" v0", 2.0, 2.3)), "en", -0.2, 0.01, 1.0)
+
+    proc = StreamProcessor(StreamConfig(end_silence=4.0, min_chunk=5.0, speech_pad=0.2),
+                           ScriptedDetector([(1.0, 1.8), (5.0, 5.8)]))
+    stream(proc, ScriptedEngine(script), noise(11.0))
+    assert len(seen) == 1
+    # window = [0.77, 2.02) (speech 1.0-1.8 with ~0.22 s pads), then the cut, then [4.77, ...)
+    first_run = 1.8 + 0.224 - 0.768
+    w0, v0 = proc.committed_words
+    assert w0.start == pytest.approx(0.768 + 0.2, abs=0.01)
+    assert v0.start == pytest.approx(4.768 + (2.0 - first_run), abs=0.04)
+    del words
+
+
+def test_buffer_cap_holds_on_a_ten_minute_stream():
+    words = timeline(int(590 / 0.4), start=1.0)
+    engine = ScriptedEngine(timeline_script(words, unstable_tail=True))
+    cfg = StreamConfig(use_vad=False, max_buffer=20.0, trim_to=10.0, min_chunk=1.0)
+    proc = StreamProcessor(cfg)
+    block = np.zeros(SR, dtype=np.float32)
+    for second in range(600):
+        proc.feed(block)
+        run_until_idle(proc, engine)
+        assert proc.buffer_seconds <= cfg.max_buffer
+    proc.finish()
+    run_until_idle(proc, engine)
+    assert proc.max_window_seconds <= cfg.max_buffer
+    assert max(c.audio.size for c in engine.calls) / SR <= cfg.max_buffer
+    got = [w.word for w in proc.committed_words]
+    assert got[:-1] == [w.word for w in words][:len(got) - 1]
+    assert len(got) == len(words)
+    assert proc.audio_seconds == 600.0 and proc.done
+
+
+def test_buffer_cap_holds_when_hypotheses_never_agree():
+    """An engine that never agrees with itself: forced commits keep the window under the cap."""
+    counter = iter(range(10**6))
+
+    def unstable(request: DecodeRequest) -> Hypothesis:
+        n = int(request.audio.size / SR / 0.5)
+        k = next(counter)
+        return Hypothesis(tuple(Word(f" x{k}_{i}", i * 0.5, i * 0.5 + 0.4) for i in range(n)), "en", -0.3, 0.01, 1.3)
+
+    cfg = StreamConfig(use_vad=False, max_buffer=12.0, trim_to=6.0)
+    proc = StreamProcessor(cfg)
+    engine = ScriptedEngine(unstable)
+    for _ in range(120):
+        proc.feed(np.zeros(SR, dtype=np.float32))
+        run_until_idle(proc, engine)
+        assert proc.buffer_seconds <= cfg.max_buffer + 1.0
+    assert max(c.audio.size for c in engine.calls) / SR <= cfg.max_buffer
+    assert len(proc.committed_words) > 100   # forced commits happened
+    starts = [w.start for w in proc.committed_words]
+    assert starts == sorted(starts)
+
+
+def test_slow_engine_never_sees_a_window_over_the_cap():
+    """Audio piles up while a decode is in flight; the next windows still respect the cap."""
+    words = timeline(100, start=0.5)
+    engine = ScriptedEngine(timeline_script(words))
+    cfg = StreamConfig(use_vad=False, max_buffer=10.0, trim_to=5.0)
+    proc = StreamProcessor(cfg)
+    proc.feed(np.zeros(2 * SR, dtype=np.float32))
+    request = proc.next_request()
+    proc.feed(np.zeros(40 * SR, dtype=np.float32))                 # 40 s arrive during one decode
+    assert proc.next_request() is None                              # one in flight at a time
+    proc.complete(engine.decode(request))
+    proc.finish()
+    run_until_idle(proc, engine)
+    assert max(c.audio.size for c in engine.calls) <= 10 * SR
+    assert [w.word for w in proc.committed_words] == [w.word for w in words]
+
+
+def test_update_scheduling_by_min_chunk():
+    engine = ScriptedEngine(timeline_script(timeline(30)))
+    proc = StreamProcessor(StreamConfig(use_vad=False, min_chunk=2.0))
+    stream(proc, engine, noise(10.0), chunk=0.1, finish=False)
+    assert len(engine.calls) == 5
+    proc2 = StreamProcessor(StreamConfig(use_vad=False, min_chunk=0.5))
+    engine2 = ScriptedEngine(timeline_script(timeline(30)))
+    stream(proc2, engine2, noise(10.0), chunk=0.1, finish=False)
+    assert len(engine2.calls) == 20
+
+
+def test_silence_is_never_decoded_with_scripted_vad():
+    engine = ScriptedEngine(timeline_script([]))
+    proc = StreamProcessor(StreamConfig(), ScriptedDetector([]))
+    stream(proc, engine, noise(30.0))
+    assert engine.calls == [] and proc.done
+    assert proc.decoded_seconds == pytest.approx(proc.audio_seconds, abs=0.04)
+
+
+def test_vad_blip_is_not_decoded():
+    engine = ScriptedEngine(timeline_script([Word(" you", 1.0, 1.1)]))
+    proc = StreamProcessor(StreamConfig(), ScriptedDetector([(1.0, 1.1)]))
+    stream(proc, engine, noise(4.0))
+    assert engine.calls == []
+
+
+def hypothesis(*ws: Word, **kw) -> Hypothesis:
+    fields = dict(language="en", avg_logprob=-0.2, no_speech_prob=0.01, compression_ratio=1.2) | kw
+    return Hypothesis(tuple(ws), **fields)
+
+
+def test_no_speech_hypothesis_commits_nothing_and_resets_prompt():
+    calls: list[DecodeRequest] = []
+    replies = iter([
+        hypothesis(Word(" Hello", 0.2, 0.5), Word(" there.", 0.5, 0.9)),
+        hypothesis(Word(" Thank", 0.2, 0.5), Word(" you.", 0.5, 0.9), no_speech_prob=0.9, avg_logprob=-1.5),
+        hypothesis(Word(" Again", 0.2, 0.5)),
+    ])
+
+    def script(request):
+        calls.append(request)
+        return next(replies)
+
+    cfg = StreamConfig(end_silence=0.5, min_chunk=10)
+    proc = StreamProcessor(cfg, ScriptedDetector([(1.0, 2.0), (4.0, 5.0), (7.0, 8.0)]))
+    stream(proc, ScriptedEngine(script), noise(10.0))
+    assert proc.committed_text == "Hello there. Again"
+    assert calls[1].prompt == "Hello there."
+    assert calls[2].prompt == ""                                   # reset after the suspect one
+
+
+def test_prompt_is_the_bounded_tail_of_committed_text():
+    words = timeline(200, step=0.4)
+    inner = timeline_script(words)
+    seen: list[tuple[str, str]] = []
+
+    def script(request: DecodeRequest) -> Hypothesis:
+        seen.append((request.prompt, proc.committed_text))
+        return inner(request)
+
+    proc = StreamProcessor(StreamConfig(use_vad=False, prompt_chars=30))
+    stream(proc, ScriptedEngine(script), noise(60.0), finish=False)
+    prompt, committed = seen[-1]
+    assert 0 < len(prompt) <= 30
+    assert committed.endswith(prompt)
+    assert committed[-len(prompt) - 1] == " "                       # starts at a word boundary
+
+
+def test_repetition_loop_is_truncated():
+    loop = [Word(" go", 0.2 + i * 0.1, 0.3 + i * 0.1) for i in range(8)]
+    engine = ScriptedEngine(lambda r: hypothesis(Word(" Let's", 0.0, 0.2), *loop))
+    proc = StreamProcessor(StreamConfig(min_chunk=10), ScriptedDetector([(1.0, 2.5)]))
+    stream(proc, engine, noise(4.0))
+    assert proc.committed_text == "Let's go"
+
+
+def test_high_compression_ratio_is_rejected():
+    engine = ScriptedEngine(lambda r: hypothesis(Word(" la", 0.2, 0.4), compression_ratio=3.1))
+    proc = StreamProcessor(StreamConfig(min_chunk=10), ScriptedDetector([(1.0, 2.5)]))
+    stream(proc, engine, noise(4.0))
+    assert proc.committed_text == "" and len(engine.calls) == 1
+
+
+def test_words_in_vad_nonspeech_are_dropped():
+    # speech 3.0-4.0 in a window that (with a long end_silence) spans a pause; a word in the pause is invented
+    def script(request: DecodeRequest) -> Hypothesis:
+        to_window = lambda t: t - request.offset  # noqa: E731  (no cut pause in this window)
+        return hypothesis(Word(" real", to_window(1.2), to_window(1.6)),
+                          Word(" ghost", to_window(2.5), to_window(2.8)),
+                          Word(" also", to_window(3.2), to_window(3.6)))
+
+    cfg = StreamConfig(end_silence=3.0, speech_pad=0.5, min_chunk=10)   # the 1 s pause stays in the buffer
+    proc = StreamProcessor(cfg, ScriptedDetector([(1.0, 2.0), (3.0, 4.0)]))
+    stream(proc, ScriptedEngine(script), noise(8.0))
+    assert proc.committed_text == "real also"
+
+
+def test_feed_rejects_bad_samples():
+    proc = StreamProcessor(StreamConfig(use_vad=False))
+    with pytest.raises(ValueError, match="NaN"):
+        proc.feed(np.array([0.0, np.nan], dtype=np.float32))
+    with pytest.raises(ValueError, match="infinite"):
+        proc.feed(np.array([np.inf], dtype=np.float32))
+    with pytest.raises(ValueError, match="1-D"):
+        proc.feed(np.zeros((2, 10), dtype=np.float32))
+    with pytest.raises(ValueError, match="float32"):
+        proc.feed(np.zeros(10, dtype=np.int16))
+    with pytest.raises(RuntimeError):
+        proc.complete(hypothesis())
+    proc.finish()
+    with pytest.raises(RuntimeError):
+        proc.feed(np.zeros(10, dtype=np.float32))
+
+
+def test_lag_during_speech_and_silence():
+    words = timeline(10)
+    engine = ScriptedEngine(timeline_script(words))
+    proc = StreamProcessor(StreamConfig(min_chunk=1.0), ScriptedDetector([(1.0, 5.0)]))
+    stream(proc, engine, noise(20.0), finish=False)
+    assert proc.audio_seconds - proc.decoded_seconds < 0.1       # silence after speech counts as handled
+    proc.feed(noise(0.5))
+    assert proc.decoded_seconds <= proc.audio_seconds
+
+
+def test_language_and_task_reach_the_engine():
+    engine = ScriptedEngine(timeline_script(timeline(5)))
+    proc = StreamProcessor(StreamConfig(use_vad=False), language="de", task="translate")
+    stream(proc, engine, noise(3.0))
+    assert {(c.language, c.task) for c in engine.calls} == {("de", "translate")}

@@ -1,0 +1,160 @@
+"""silero-vad streaming, and VAD gating of the stream core with the real detector."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from streamer.audio import load_audio
+from streamer.config import StreamConfig
+from streamer.core import StreamProcessor, run_until_idle
+from streamer.engine.scripted import ScriptedEngine
+from streamer.hypothesis import SAMPLE_RATE, DecodeRequest, Hypothesis, Word
+from streamer.vad import EnergyDetector, ScriptedDetector, SileroDetector, load_silero_model
+
+SPEECH = Path(__file__).parent / "audio" / "espeak_two_sentences.wav"
+# where the two synthesized sentences are (seconds), measured once with silero-vad
+SENTENCES = [(0.5, 3.95), (5.45, 9.05)]
+
+
+@pytest.fixture(scope="module")
+def speech() -> np.ndarray:
+    return load_audio(SPEECH)
+
+
+def whole(x: np.ndarray) -> np.ndarray:
+    return x[: x.size // 512 * 512]
+
+
+def test_silero_matches_the_package_model(speech):
+    """Explicit per-stream state gives exactly silero's own streaming output."""
+    x = whole(speech)
+    mine = SileroDetector().probabilities(x)
+    model = load_silero_model()
+    model.reset_states()
+    with torch.inference_mode():
+        theirs = [float(model(torch.from_numpy(x[i:i + 512].copy()), SAMPLE_RATE)) for i in range(0, x.size, 512)]
+    model.reset_states()
+    np.testing.assert_allclose(mine, theirs, atol=1e-5)
+
+
+def test_streams_keep_separate_state(speech):
+    x = whole(speech)
+    a, b = SileroDetector(), SileroDetector()
+    ref = SileroDetector().probabilities(x)
+    noise = np.random.default_rng(0).normal(0, 0.1, x.size).astype(np.float32)
+    got = []
+    for i in range(0, x.size, 2048):       # interleave two streams on the shared model
+        got.append(a.probabilities(x[i:i + 2048]))
+        b.probabilities(noise[i:i + 2048])
+    np.testing.assert_allclose(np.concatenate(got), ref, atol=1e-5)
+    a.reset()
+    np.testing.assert_allclose(a.probabilities(x[:4096]), ref[:8], atol=1e-5)
+
+
+def test_silero_finds_the_sentences(speech):
+    probs = SileroDetector().probabilities(whole(speech))
+    t = (np.arange(probs.size) + 0.5) * 512 / SAMPLE_RATE
+    for start, end in SENTENCES:
+        inside = probs[(t > start + 0.3) & (t < end - 0.3)]
+        assert np.mean(inside > 0.5) > 0.8
+    gap = probs[(t > SENTENCES[0][1] + 0.3) & (t < SENTENCES[1][0] - 0.3)]
+    assert gap.max() < 0.5
+
+
+def test_loading_keeps_torch_threads():
+    before = torch.get_num_threads()
+    load_silero_model()
+    SileroDetector()
+    assert torch.get_num_threads() == before
+
+
+def test_detectors_reject_partial_windows():
+    for detector in (SileroDetector(), EnergyDetector(), ScriptedDetector([])):
+        with pytest.raises(ValueError, match="512"):
+            detector.probabilities(np.zeros(100, dtype=np.float32))
+
+
+def test_energy_and_scripted_detectors():
+    x = np.concatenate([np.zeros(1024), 0.1 * np.ones(1024)]).astype(np.float32)
+    np.testing.assert_array_equal(EnergyDetector(-40).probabilities(x), [0, 0, 1, 1])
+    det = ScriptedDetector([(0.05, 0.1)])
+    np.testing.assert_array_equal(det.probabilities(np.zeros(2048, dtype=np.float32)), [0, 0, 1, 0])
+
+
+# ---------------------------------------------------------------- gating with the real detector
+
+def counting_engine(words: list[Word] | None = None) -> ScriptedEngine:
+    def script(request: DecodeRequest) -> Hypothesis:
+        return Hypothesis(tuple(words or ()), "en", -0.2, 0.01, 1.1)
+    return ScriptedEngine(script)
+
+
+def feed_all(proc: StreamProcessor, engine, audio: np.ndarray, chunk: int = 1600) -> None:
+    for i in range(0, audio.size, chunk):
+        proc.feed(audio[i:i + chunk])
+        run_until_idle(proc, engine)
+    proc.finish()
+    run_until_idle(proc, engine)
+
+
+@pytest.mark.parametrize("kind", ["silence", "noise-40dB", "noise-20dB", "hum"])
+def test_silero_gating_never_decodes_silence_or_noise(kind):
+    rng = np.random.default_rng(3)
+    n = 10 * SAMPLE_RATE
+    audio = {
+        "silence": np.zeros(n),
+        "noise-40dB": rng.normal(0, 0.01, n),
+        "noise-20dB": rng.normal(0, 0.1, n),
+        "hum": 0.1 * np.sin(2 * np.pi * 50 * np.arange(n) / SAMPLE_RATE),
+    }[kind].astype(np.float32)
+    engine = counting_engine()
+    proc = StreamProcessor(StreamConfig())
+    feed_all(proc, engine, audio)
+    assert engine.calls == [], f"engine called on {kind}"
+    assert proc.done and proc.committed_text == ""
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("name", ["synthetic_silence_10s", "synthetic_whitenoise_-20dBFS_10s", "sb_noise1",
+                                  "sb_noise2", "picovoice_empty"])
+def test_silero_gating_on_shared_nonspeech(shared_data, name):
+    path = shared_data / "nonspeech" / f"{name}.wav"
+    if not path.is_file():
+        pytest.skip(f"{path} not in the shared data")
+    engine = counting_engine([Word(" Thank", 0.0, 0.3), Word(" you.", 0.3, 0.6)])
+    proc = StreamProcessor(StreamConfig())
+    feed_all(proc, engine, load_audio(path))
+    assert engine.calls == [], f"engine called on {name}"
+
+
+def test_silero_gating_decodes_only_speech(speech):
+    """Two synthesized sentences 1.5 s apart: two utterances, windows only around speech."""
+    engine = counting_engine()
+    cfg = StreamConfig(end_silence=0.5, speech_pad=0.2, min_chunk=1.0)
+    proc = StreamProcessor(cfg)
+    feed_all(proc, engine, speech)
+    assert engine.calls
+    for call in engine.calls:
+        start, end = call.offset, call.offset + call.audio.size / SAMPLE_RATE
+        assert any(start >= a - cfg.speech_pad - 0.1 and end <= b + cfg.end_silence + 0.1 for a, b in SENTENCES), \
+            (start, end)
+    finals = [c for c in engine.calls if c.audio.size / SAMPLE_RATE > 3.0]
+    assert len(finals) >= 2                         # each sentence decoded whole when it ended
+
+
+def test_real_vad_commits_words_of_each_utterance(speech):
+    """A scripted 'perfect recogniser' over the real VAD: every word committed, once."""
+    words = [Word(" quick", 0.9, 1.3), Word(" fox", 2.0, 2.4), Word(" streaming", 5.6, 6.2), Word(" quickly", 8.2, 8.9)]
+
+    def script(request: DecodeRequest) -> Hypothesis:
+        end = request.offset + request.audio.size / SAMPLE_RATE
+        heard = [w.shifted(-request.offset) for w in words if w.start >= request.offset and w.end <= end]
+        return Hypothesis(tuple(heard), "en", -0.2, 0.01, 1.1)
+
+    proc = StreamProcessor(StreamConfig())
+    feed_all(proc, ScriptedEngine(script), speech)
+    assert proc.committed_text == "quick fox streaming quickly"
