@@ -1,0 +1,216 @@
+"""``streamer transcribe FILE``: run an audio file through the streaming core.
+
+The same :class:`~streamer.core.StreamProcessor` the daemon uses, fed from a file: as fast
+as the engine allows by default, or with ``--realtime`` paced by the wall clock, so that
+audio keeps arriving while a decode runs, exactly as it would from a microphone. The
+latter is what the streaming benchmark measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, TextIO
+
+import numpy as np
+
+from streamer.config import StreamConfig
+from streamer.core import StreamProcessor, TranscriptEvent
+from streamer.hypothesis import SAMPLE_RATE, MAX_WINDOW_SECONDS, DecodeRequest, Engine, Word
+
+log = logging.getLogger(__name__)
+
+FRAME_SECONDS = 0.1  # audio arrives in frames of this size, like a client's websocket messages
+
+
+@dataclass
+class TimedEvent:
+    """A transcript event and its wall-clock time ``t``.
+
+    ``t`` counts from the moment the stream's first sample was captured (audio time 0), so
+    ``t - word.end`` is how long after being spoken a word was committed.
+    """
+
+    t: float
+    event: TranscriptEvent
+
+    def to_json(self) -> str:
+        return json.dumps({"t": round(self.t, 3), **self.event.to_message()})
+
+
+@dataclass
+class ReplayResult:
+    """Everything one replay produced, for output and for the benchmark."""
+
+    words: list[Word]
+    events: list[TimedEvent]
+    decode_seconds: list[float] = field(default_factory=list)
+    window_seconds: list[float] = field(default_factory=list)
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    max_window_seconds: float = 0.0
+
+    @property
+    def text(self) -> str:
+        return "".join(w.word for w in self.words).strip()
+
+
+class _Recorder:
+    """Runs decodes with timing and keeps every event with its wall time."""
+
+    def __init__(self, processor: StreamProcessor, engine: Engine, clock: Callable[[], float], t0: float,
+                 on_event: Callable[[TimedEvent], None] | None) -> None:
+        self.processor, self.engine, self.clock, self.t0 = processor, engine, clock, t0
+        self.on_event = on_event
+        self.events: list[TimedEvent] = []
+        self.decode_seconds: list[float] = []
+        self.window_seconds: list[float] = []
+
+    def decode(self, request: DecodeRequest) -> None:
+        started = self.clock()
+        hypothesis = self.engine.decode(request)
+        self.decode_seconds.append(self.clock() - started)
+        self.window_seconds.append(request.audio.size / SAMPLE_RATE)
+        event = self.processor.complete(hypothesis)
+        if event is not None:
+            timed = TimedEvent(self.clock() - self.t0, event)
+            self.events.append(timed)
+            if self.on_event:
+                self.on_event(timed)
+
+    def drain(self) -> None:
+        while (request := self.processor.next_request()) is not None:
+            self.decode(request)
+
+
+def replay(audio: np.ndarray, engine: Engine, config: StreamConfig, *, realtime: bool = False,
+           language: str | None = None, task: str | None = None,
+           on_event: Callable[[TimedEvent], None] | None = None,
+           processor: StreamProcessor | None = None,
+           clock: Callable[[], float] = time.perf_counter,
+           sleep: Callable[[float], None] = time.sleep) -> ReplayResult:
+    """Stream ``audio`` (16 kHz mono float32) through a processor and the engine until all is committed."""
+    proc = processor or StreamProcessor(config, language=language, task=task)
+    frame = int(FRAME_SECONDS * SAMPLE_RATE)
+    t0 = clock()
+    rec = _Recorder(proc, engine, clock, t0, on_event)
+    fed = 0
+    while fed < audio.size:
+        if realtime:  # frames arrive when their last sample has been "spoken"
+            arrived = min(audio.size, int((clock() - t0) / FRAME_SECONDS) * frame)
+        else:
+            arrived = min(audio.size, fed + frame)
+        if arrived > fed:
+            proc.feed(audio[fed:arrived])
+            fed = arrived
+        request = proc.next_request()
+        if request is not None:
+            rec.decode(request)  # in real time, audio piles up meanwhile and is fed next round
+            if not realtime:
+                rec.drain()
+        elif realtime:
+            sleep(max(0.0, (fed + frame) / SAMPLE_RATE - (clock() - t0)))
+    proc.finish()
+    rec.drain()
+    return ReplayResult(proc.committed_words, rec.events, rec.decode_seconds, rec.window_seconds,
+                        proc.audio_seconds, clock() - t0, proc.max_window_seconds)
+
+
+def transcribe_offline(engine: Engine, audio: np.ndarray, *, language: str | None = None,
+                       task: str = "transcribe", prompt_chars: int = 200) -> list[Word]:
+    """Plain sequential long-form decoding (30 s windows, no streaming): the quality baseline.
+
+    Each window keeps the words that end well before its end and the next window starts
+    between the last kept word and the next one, as Whisper's own long-form loop does with
+    segment timestamps.
+    """
+    words: list[Word] = []
+    pos = 0
+    window = int(MAX_WINDOW_SECONDS * SAMPLE_RATE)
+    while pos < audio.size - SAMPLE_RATE // 10:
+        chunk = audio[pos:pos + window]
+        prompt = "".join(w.word for w in words)[-prompt_chars:] if prompt_chars else ""
+        offset = pos / SAMPLE_RATE
+        hyp = engine.decode(DecodeRequest(chunk, prompt=prompt.lstrip(), language=language, task=task,
+                                          offset=offset))
+        if pos + window >= audio.size:
+            words += [w.shifted(offset) for w in hyp.words]
+            break
+        keep = [w for w in hyp.words if w.end < chunk.size / SAMPLE_RATE - 1.0]
+        if not keep:
+            pos += window - SAMPLE_RATE
+            continue
+        words += [w.shifted(offset) for w in keep]
+        following = hyp.words[len(keep)] if len(keep) < len(hyp.words) else None
+        cut = keep[-1].end if following is None else (keep[-1].end + max(following.start, keep[-1].end)) / 2
+        pos += max(int(cut * SAMPLE_RATE), SAMPLE_RATE)
+    return words
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "transcribe", help="transcribe an audio file through the streaming core",
+        description="Run any audio file (WAV/FLAC/OGG/MP3 via soundfile, anything else via ffmpeg; any rate, "
+                    "any channel count) through the same streaming core as the daemon.")
+    p.add_argument("file", help="audio file")
+    p.add_argument("--model", help="embedded name (base, tiny.en), hub id or local folder (default: config)")
+    p.add_argument("--config", help="config profile (cpu, gpu) or TOML path")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set stream.min_chunk=0.5 (repeatable)")
+    p.add_argument("--format", choices=["text", "txt", "srt", "vtt", "jsonl"],
+                   help="output format (default: timestamped text, or the --output file's extension)")
+    p.add_argument("--output", "-o", help="write the transcript here instead of stdout")
+    p.add_argument("--realtime", action="store_true",
+                   help="feed audio at real-time pace by the wall clock, so decode time counts as it would live")
+    p.add_argument("--events", help="write every transcript event as JSON lines (with t = wall seconds)")
+    p.add_argument("--language", help="language code (default: detect, or the config's)")
+    p.add_argument("--task", choices=["transcribe", "translate"], help="default: transcribe")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from streamer.audio import AudioError, load_audio
+    from streamer.config import ConfigError, load_settings, parse_set_flags
+    from streamer.formats import format_for_path, write
+    from streamer.hypothesis import EngineError
+
+    try:
+        overrides = parse_set_flags(args.set)
+        overrides.update({"engine.model": args.model, "stream.language": args.language, "stream.task": args.task})
+        settings = load_settings(args.config, overrides)
+        audio = load_audio(args.file)
+    except (ConfigError, AudioError) as exc:
+        print(f"streamer transcribe: {exc}", file=sys.stderr)
+        return 2
+    fmt = args.format or (format_for_path(args.output) if args.output else None) or "text"
+    try:
+        from streamer.engine.loader import load_engine
+
+        engine = load_engine(settings.engine)
+    except EngineError as exc:
+        print(f"streamer transcribe: {exc}", file=sys.stderr)
+        return 2
+    events_file: TextIO | None = open(args.events, "w", encoding="utf-8") if args.events else None
+    try:
+        result = replay(audio, engine, settings.stream, realtime=args.realtime,
+                        on_event=(lambda e: _write_event(events_file, e)) if events_file else None)
+    finally:
+        if events_file:
+            events_file.close()
+    log.info("%.1f s of audio in %.1f s (%d decodes)", result.audio_seconds, result.wall_seconds,
+             len(result.decode_seconds))
+    write(result.words, fmt, Path(args.output) if args.output else sys.stdout)
+    return 0
+
+
+def _write_event(out: TextIO, event: TimedEvent) -> None:
+    out.write(event.to_json() + "\n")
+    out.flush()
