@@ -63,16 +63,22 @@ class _Capture:
         """Stop producing; the iterator then ends."""
         self._finish()
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """Audio blocks until the source ends or ``close`` is called."""
+    def open(self) -> None:
+        """Bind to the running event loop and start the source."""
         self._loop = asyncio.get_running_loop()
         self._queue = asyncio.Queue()
         self._open()
+
+    async def read(self) -> bytes:
+        """The next block, or b"" once the source has ended. Safe to cancel."""
+        assert self._queue is not None, "call open() first"
+        return await self._queue.get()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Audio blocks until the source ends or ``close`` is called."""
+        self.open()
         try:
-            while True:
-                data = await self._queue.get()
-                if data == _EOF:
-                    return
+            while data := await self.read():
                 yield data
         finally:
             self.close()

@@ -276,8 +276,10 @@ class LiveSession:
     def __init__(self, endpoint: Endpoint, params: StartParams,
                  on_update: Callable[[Transcript, list[Word]], None] | None = None,
                  on_state: StateCallback | None = None, backoff: Backoff | None = None,
-                 reconnect: bool = True, max_retries: int | None = None) -> None:
+                 reconnect: bool = True, max_retries: int | None = None,
+                 source: str | None = None) -> None:
         self.endpoint, self.params = endpoint, params
+        self.source = source  # also publish to /v1/captions?source=NAME listeners (an overlay, a page)
         self.max_retries = max_retries
         self.on_update = on_update or (lambda t, w: None)
         self.on_state = on_state or (lambda s, d: None)
@@ -314,7 +316,7 @@ class LiveSession:
     async def _one_connection(self, chunks: AsyncIterator[bytes]) -> bool:
         """One websocket session; True when the audio ran out and the daemon sent ``end``."""
         self.on_state(State.CONNECTING if not self.sessions else State.RECONNECTING, self.endpoint.url)
-        async with await open_ws(self.endpoint, "/v1/listen") as ws:
+        async with await open_ws(self.endpoint, "/v1/listen", source=self.source) as ws:
             await ws.send(self.params.message())
             ready = await self._expect_ready(ws)
             self.sessions.append(str(ready.get("session", "")))

@@ -257,7 +257,8 @@ const ui = {
         this.session = new MicSession({ language: $("language").value, task: $("task").value });
         await this.session.start();
       } else {
-        const params = mode === "listen" ? { source: "mic" } : { session: $("session").value.trim() };
+        const params = mode === "listen" ? { source: query.get("source") || "mic" }
+          : { session: $("session").value.trim() };
         this.session = new ListenSession(params);
         this.session.start();
       }

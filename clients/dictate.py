@@ -1,0 +1,184 @@
+"""``streamer dictate``: speak, and the committed words are typed into the focused window.
+
+Only committed words are typed (never the tentative tail), so nothing ever has to be erased.
+Each stretch of open microphone (push-to-talk held, or always-on between pauses) is one daemon
+session: closing the gate sends ``stop``, so the last words of an utterance are typed as soon as
+the key is released rather than waiting for more speech.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from streamer_clients import client
+from streamer_clients.capture import CaptureError, MicCapture, WavCapture, _Capture
+from streamer_clients.client import Endpoint, LiveSession, StartParams, State, Transcript, Word
+from streamer_clients.punctuation import SpokenPunctuation
+from streamer_clients.typer import BACKENDS, Typer, TyperError
+
+log = logging.getLogger("streamer.dictate")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("dictate", help="type what you say into the focused window",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--mic", metavar="DEVICE", help="PortAudio input device (default: the system default)")
+    src.add_argument("--file", metavar="WAV", help="play a WAV file through the capture path instead of a mic")
+    p.add_argument("--speed", type=float, default=1.0, help="--file playback speed (0 = as fast as possible)")
+    p.add_argument("--push-to-talk", metavar="KEY", help="listen only while KEY is held (X keysym, e.g. F9)")
+    p.add_argument("--pause-key", metavar="KEY", default="Pause",
+                   help="KEY toggles pause/resume (default Pause; 'none' to disable)")
+    p.add_argument("--no-spoken-punctuation", dest="spoken_punctuation", action="store_false",
+                   help='type "comma", "period", "new line" literally')
+    p.add_argument("--typer", choices=BACKENDS, default="auto", help="how to type (default: by platform)")
+    p.add_argument("--language", help="language code (default: detect)")
+    client.add_endpoint_args(p)
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        asyncio.run(dictate(args, client.resolve_endpoint(args)))
+    except KeyboardInterrupt:
+        return 0
+    except (CaptureError, TyperError, client.DaemonError) as exc:
+        print(f"streamer dictate: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+class Gate:
+    """Whether audio flows to the daemon: push-to-talk held (or always-on), and not paused."""
+
+    def __init__(self, push_to_talk: bool) -> None:
+        self.push_to_talk = push_to_talk
+        self.held = False
+        self.paused = False
+        self.changed = asyncio.Event()
+
+    @property
+    def open(self) -> bool:
+        return (self.held or not self.push_to_talk) and not self.paused
+
+    def set(self, *, held: bool | None = None, paused: bool | None = None) -> None:
+        self.held = self.held if held is None else held
+        self.paused = self.paused if paused is None else paused
+        self.changed.set()
+
+    async def wait_change(self) -> None:
+        await self.changed.wait()
+        self.changed.clear()
+
+
+async def gated_chunks(capture: _Capture, gate: Gate, ended: asyncio.Event):
+    """Audio while the gate stays open; ends when it closes or the source runs dry."""
+    capture.paused.clear()
+    while gate.open:
+        read = asyncio.ensure_future(capture.read())
+        change = asyncio.ensure_future(gate.wait_change())
+        done, _ = await asyncio.wait({read, change}, return_when=asyncio.FIRST_COMPLETED)
+        change.cancel()
+        if read not in done:
+            read.cancel()
+            continue
+        data = read.result()
+        if not data:
+            ended.set()
+            return
+        yield data
+    capture.paused.set()  # discard audio at the source while nobody listens
+
+
+class Dictation:
+    """Glue: committed words -> spoken punctuation -> typer; state lines to stderr."""
+
+    def __init__(self, typer: Typer, punctuation: SpokenPunctuation) -> None:
+        self.typer, self.punctuation = typer, punctuation
+
+    def on_update(self, transcript: Transcript, new: list[Word]) -> None:
+        self.typer.type(self.punctuation.feed([w.word for w in new]))
+
+    def end_utterance(self) -> None:
+        self.typer.type(self.punctuation.flush())
+
+    @staticmethod
+    def on_state(state: State, detail: str) -> None:
+        log.info("daemon %s %s", state.value, detail)
+
+
+def make_capture(args: argparse.Namespace) -> _Capture:
+    if args.file:
+        return WavCapture(args.file, speed=args.speed, tail_silence=1.0)
+    device = int(args.mic) if args.mic and args.mic.isdigit() else args.mic
+    return MicCapture(device)
+
+
+async def dictate(args: argparse.Namespace, endpoint: Endpoint) -> str:
+    """Run until the audio source ends (``--file``) or the user interrupts; return what was typed."""
+    capture = make_capture(args)
+    typer = Typer(args.typer)
+    work = Dictation(typer, SpokenPunctuation(args.spoken_punctuation))
+    gate = Gate(push_to_talk=bool(args.push_to_talk))
+    hotkeys = start_hotkeys(args, gate)
+    typing = asyncio.create_task(typer.run())
+    ended = asyncio.Event()
+    capture.open()
+    params = StartParams(sample_rate=capture.sample_rate, encoding="pcm_f32le", language=args.language)
+    try:
+        while not ended.is_set():
+            if not gate.open:
+                await _wait_open(capture, gate, ended)
+                continue
+            session = LiveSession(endpoint, params, on_update=work.on_update, on_state=work.on_state)
+            await session.run(gated_chunks(capture, gate, ended))
+            work.end_utterance()
+    finally:
+        capture.close()
+        if hotkeys is not None:
+            hotkeys.close()
+        await typer.close()
+        await typing
+    return typer.typed
+
+
+async def _wait_open(capture: _Capture, gate: Gate, ended: asyncio.Event) -> None:
+    """While closed, drain (paused) capture so a file source still reaches its end."""
+    capture.paused.set()
+    read = asyncio.ensure_future(capture.read())
+    change = asyncio.ensure_future(gate.wait_change())
+    done, _ = await asyncio.wait({read, change}, return_when=asyncio.FIRST_COMPLETED)
+    change.cancel()
+    if read in done:
+        if not read.result():
+            ended.set()
+    else:
+        read.cancel()
+
+
+def start_hotkeys(args: argparse.Namespace, gate: Gate):
+    """Grab the push-to-talk and pause keys; without X11 say so and carry on always-on."""
+    keys = [k for k in (args.push_to_talk, args.pause_key) if k and k.lower() != "none"]
+    if not keys:
+        return None
+    from streamer_clients.hotkeys import HotkeyError, X11Hotkeys
+
+    def on_key(name: str, pressed: bool) -> None:
+        if name == args.push_to_talk:
+            gate.set(held=pressed)
+        elif pressed:
+            gate.set(paused=not gate.paused)
+            log.info("dictation %s", "paused" if gate.paused else "resumed")
+
+    try:
+        hotkeys = X11Hotkeys(keys, on_key, asyncio.get_running_loop())
+    except HotkeyError as exc:
+        if args.push_to_talk:
+            raise CaptureError(f"push-to-talk needs global hotkeys: {exc}") from exc
+        log.warning("%s; pause/resume hotkey disabled", exc)
+        return None
+    hotkeys.start()
+    return hotkeys

@@ -1,0 +1,119 @@
+"""Helpers for the client tests (imported by the test modules; fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections import Counter
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+DICTATION_WAV = HERE / "data" / "dictation.wav"
+
+
+class ThreadedDaemon:
+    """``running_server`` on a private loop in a thread; ``restart`` keeps the port (reconnect tests)."""
+
+    def __init__(self, settings, engine) -> None:
+        self.settings, self.engine = settings, engine
+        self.port = 0
+        self.url = ""
+        self.server = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "ThreadedDaemon":
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="test-daemon", daemon=True)
+        self._thread.start()
+        if not ready.wait(60):
+            raise RuntimeError("daemon did not start")
+        return self
+
+    def _run(self, ready: threading.Event) -> None:
+        from streamer.daemon.server import running_server
+
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            async with running_server(self.settings, self.engine, port=self.port) as server:
+                self.server = server
+                self.port = server.port
+                self.url = server.url
+                ready.set()
+                await self._stop.wait()
+
+        asyncio.run(main())
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(30)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    @property
+    def http_url(self) -> str:
+        return "http" + self.url[2:]
+
+
+def client_settings(**overrides):
+    """Daemon settings for client tests: tiny.en, fast updates, loopback, no environment leaking in."""
+    from streamer.config import load_settings
+
+    base = {"engine.model": "tiny.en", "stream.min_chunk": 0.5, "server.host": "127.0.0.1"}
+    return load_settings(None, {**base, **overrides}, environ={})
+
+
+def need(*tools: str) -> None:
+    """Skip, naming the package, when a system tool is missing (scripts/setup --test installs them)."""
+    missing = [t for t in tools if not shutil.which(t)]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} (run scripts/setup --test)")
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy; fail with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def streamer_env(**extra: str) -> dict[str, str]:
+    """Environment for ``python -m streamer`` subprocesses: no user config leaking in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_") or k == "STREAMER_DATA"}
+    env["STREAMER_CLIENT_CONFIG"] = "/nonexistent"
+    env.update(extra)
+    return env
+
+
+def words_of(text: str) -> list[str]:
+    """Lower-case words without punctuation, for comparing transcripts."""
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def recall(hypothesis: str, reference: str) -> float:
+    """Share of reference words found in the hypothesis (multiset): lenient, because tiny.en errs."""
+    pool = Counter(words_of(hypothesis))
+    ref = words_of(reference)
+    hit = 0
+    for w in ref:
+        if pool[w] > 0:
+            pool[w] -= 1
+            hit += 1
+    return hit / max(1, len(ref))

@@ -1,0 +1,105 @@
+"""The live captions page end to end: headless Chromium's fake microphone plays a real clip into
+the page, the page streams it to a real daemon (tiny.en), and the captions and downloads are checked."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from client_helpers import ThreadedDaemon, need, recall
+from streamer_clients.subtitles import parse_srt
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+CHROMIUM = "/usr/bin/chromium"
+JFK = "and so my fellow americans ask not what your country can do for you ask what you can do for your country"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--autoplay-policy=no-user-gesture-required", "--use-fake-ui-for-media-stream",
+                 "--use-fake-device-for-media-stream"]
+
+
+@pytest.fixture
+def browser(jfk_wav: Path, tmp_path: Path):
+    """Debian's Chromium whose fake capture device plays the JFK clip once."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
+    if not Path(CHROMIUM).exists():
+        need("chromium")
+    with sync_api.sync_playwright() as pw:
+        # Playwright gives every launch a fresh temporary profile (it refuses --user-data-dir here).
+        args = [*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={jfk_wav}%noloop"]
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
+        yield browser
+        browser.close()
+
+
+def test_page_captions_microphone_and_downloads(daemon: ThreadedDaemon, browser, tmp_path: Path,
+                                                artifacts: Path) -> None:
+    page = browser.new_page(accept_downloads=True, viewport={"width": 1100, "height": 560})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(daemon.http_url + "/")
+    page.click("#start")
+    page.wait_for_function("document.querySelector('#state').dataset.state === 'connected'", timeout=15000)
+    page.wait_for_function(
+        "document.querySelector('#transcript .committed') && "
+        "/country/i.test(document.querySelector('#transcript').innerText)", timeout=40000)
+    rate = page.inner_text("#info")
+    assert re.search(r"\d{4,5} Hz", rate), rate
+    page.screenshot(path=str(artifacts / "web-live.png"))
+    # The clip ends at 11 s; its last words may stay tentative until Stop asks the daemon to commit all.
+    page.wait_for_function("/do for your country/i.test(document.querySelector('#transcript').innerText)",
+                           timeout=40000)
+
+    page.click("#stop")
+    page.wait_for_function("document.querySelector('#state').dataset.state === 'idle'", timeout=30000)
+    text = page.inner_text("#transcript").lower()
+    assert recall(text, JFK) >= 0.75, text  # tiny.en on resampled live audio is not word-perfect
+    assert page.locator(".tentative").all_inner_texts() == [""] * page.locator(".tentative").count()
+
+    srt = _download(page, "#dl-srt", tmp_path)
+    cues = parse_srt(srt)
+    assert cues and "country" in " ".join(c.text for c in cues).lower()
+    assert all(b.start >= a.start for a, b in zip(cues, cues[1:]))
+    assert _download(page, "#dl-vtt", tmp_path).startswith("WEBVTT\n\n00:")
+    assert "country" in _download(page, "#dl-txt", tmp_path).lower()
+
+    page.check("#caption-mode")
+    page.screenshot(path=str(artifacts / "web-captions.png"))
+    assert not errors, errors
+
+
+def _download(page, button: str, tmp_path: Path) -> str:
+    with page.expect_download() as info:
+        page.click(button)
+    target = tmp_path / info.value.suggested_filename
+    info.value.save_as(target)
+    return target.read_text(encoding="utf-8")
+
+
+def test_page_listen_only_follows_a_source(daemon: ThreadedDaemon, browser, jfk_wav: Path) -> None:
+    """Listen-only mode shows a source another client publishes (the daemon mic works the same way)."""
+    import asyncio
+    import threading
+
+    from streamer_clients.capture import WavCapture
+    from streamer_clients.client import Endpoint, LiveSession, StartParams
+
+    page = browser.new_page()
+    page.goto(daemon.http_url + "/?mode=listen&source=desk")
+    page.click("#start")
+    page.wait_for_function("document.querySelector('#state').dataset.state === 'connected'", timeout=15000)
+
+    def stream() -> None:
+        capture = WavCapture(jfk_wav, speed=3.0)
+        session = LiveSession(Endpoint(daemon.url), StartParams(sample_rate=capture.sample_rate), source="desk")
+        asyncio.run(session.run(capture.chunks()))
+
+    sender = threading.Thread(target=stream)
+    sender.start()
+    page.wait_for_function("/country/i.test(document.querySelector('#transcript').innerText)", timeout=40000)
+    sender.join(60)
+    page.click("#stop")
