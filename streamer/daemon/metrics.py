@@ -22,7 +22,7 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.sessions = Gauge("streamer_sessions", "Live transcription sessions", registry=r)
-        self.sessions_total = Counter("streamer_sessions_total", "Sessions started", registry=r)
+        self.sessions_total = Counter("streamer_sessions_started", "Sessions started", registry=r)
         self.subscribers = Gauge("streamer_subscribers", "Listen-only caption subscribers", registry=r)
         self.audio_seconds = Counter("streamer_audio_seconds_total", "Seconds of 16 kHz audio received",
                                      registry=r)

