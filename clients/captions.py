@@ -16,7 +16,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TextIO
 
-from streamer_clients import client, subtitles
+from streamer import formats
+from streamer_clients import client
 from streamer_clients.capture import (CaptureError, MicCapture, StdinFormat, array_chunks, paced,
                                       read_wav_header, stdin_binary, stdin_chunks)
 from streamer_clients.client import Endpoint, LiveSession, StartParams, State, Transcript, Word
@@ -53,7 +54,7 @@ def main(args: argparse.Namespace) -> int:
         print("streamer captions: give a FILE, - for standard input, or --mic", file=sys.stderr)
         return 2
     for out in args.output:
-        if out.suffix.lower() not in subtitles.WRITERS:
+        if formats.format_for_path(out) is None:
             print(f"streamer captions: --output {out}: use .txt, .srt, .vtt or .jsonl", file=sys.stderr)
             return 2
     endpoint = client.resolve_endpoint(args)
@@ -68,7 +69,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"streamer captions: cannot finish: {exc}", file=sys.stderr)
         return 1
     for out in args.output:
-        subtitles.write(out, transcript.committed)
+        formats.write(transcript.committed, formats.format_for_path(out), out)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Committed words -> transcript files (.txt, .srt, .vtt, .jsonl) for the clients.
+"""Committed words -> subtitle cues and .txt/.srt/.vtt text (``streamer.formats`` builds on this).
 
 Cue grouping matches the web page's ``transcript.js`` so a download from the browser and
 ``streamer captions --output`` cut the same transcript the same way: a new cue at a long pause,
@@ -7,11 +7,9 @@ after a sentence end, or when a cue would exceed six seconds or 84 characters.
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 
@@ -72,21 +70,6 @@ def to_vtt(words: Sequence[TimedWord]) -> str:
     body = "\n".join(f"{stamp(c.start, '.')} --> {stamp(max(c.end, c.start + 0.001), '.')}\n{c.text}\n"
                      for c in cues(words))
     return "WEBVTT\n\n" + body
-
-
-def to_jsonl(words: Sequence[TimedWord]) -> str:
-    """One JSON object per committed word: the lossless form for scripts."""
-    return "".join(json.dumps({"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3),
-                               "probability": round(w.probability, 3)}) + "\n" for w in words)
-
-
-WRITERS: dict[str, Callable[[Sequence[TimedWord]], str]] = {
-    ".txt": to_txt, ".srt": to_srt, ".vtt": to_vtt, ".jsonl": to_jsonl}
-
-
-def write(path: Path, words: Sequence[TimedWord]) -> None:
-    """Write ``words`` in the format the file extension names."""
-    path.write_text(WRITERS[path.suffix.lower()](words), encoding="utf-8")
 
 
 def parse_srt(text: str) -> list[Cue]:
