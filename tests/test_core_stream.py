@@ -256,21 +256,25 @@ def test_no_speech_hypothesis_commits_nothing_and_resets_prompt():
     assert calls[2].prompt == ""                                   # reset after the suspect one
 
 
-def test_prompt_is_the_bounded_tail_of_committed_text():
+def test_prompt_is_the_bounded_tail_of_committed_text_before_the_window():
     words = timeline(200, step=0.4)
     inner = timeline_script(words)
-    seen: list[tuple[str, str]] = []
+    seen: list[tuple[DecodeRequest, list[Word]]] = []
 
     def script(request: DecodeRequest) -> Hypothesis:
-        seen.append((request.prompt, proc.committed_text))
+        seen.append((request, proc.committed_words))
         return inner(request)
 
     proc = StreamProcessor(StreamConfig(use_vad=False, prompt_chars=30))
     stream(proc, ScriptedEngine(script), noise(60.0), finish=False)
-    prompt, committed = seen[-1]
-    assert 0 < len(prompt) <= 30
-    assert committed.endswith(prompt)
-    assert committed[-len(prompt) - 1] == " "                       # starts at a word boundary
+    request, committed = seen[-1]
+    before = "".join(w.word for w in committed if w.end <= request.offset).strip()
+    assert 0 < len(request.prompt) <= 30
+    assert before.endswith(request.prompt)
+    assert before[-len(request.prompt) - 1] == " "                   # starts at a word boundary
+    # words whose audio is inside the window are decoded again: never in the prompt
+    inside = [w.word.strip() for w in committed if w.start >= request.offset]
+    assert inside and not set(inside) & set(request.prompt.split())
 
 
 def test_repetition_loop_is_truncated():

@@ -12,6 +12,9 @@ from typing import Sequence
 from streamer.hypothesis import Word
 
 
+PROMPT_TOLERANCE = 0.05  # s: a committed word ending this close after the window start is still "before" it
+
+
 class PromptBuilder:
     """Builds the prompt from committed words, forgetting everything before the last reset."""
 
@@ -23,14 +26,21 @@ class PromptBuilder:
         """Use only words committed from now on (index ``committed_count`` onwards)."""
         self._from_index = committed_count
 
-    def build(self, committed: Sequence[Word]) -> str:
-        """The last ``max_chars`` characters of usable committed text, starting at a word."""
+    def build(self, committed: Sequence[Word], before: float = float("inf")) -> str:
+        """The last ``max_chars`` characters of usable committed text ending by ``before``, from a word start.
+
+        Only words *before* the decode window belong in the prompt: words whose audio is in
+        the window are decoded again, and a prompt that already contains them makes Whisper
+        skip or garble that audio.
+        """
         if self.max_chars <= 0:
             return ""
         picked: list[str] = []
         size = 0
         for i in range(len(committed) - 1, self._from_index - 1, -1):
             word = committed[i]
+            if word.end > before + PROMPT_TOLERANCE:
+                continue
             size += len(word.word)
             if size > self.max_chars:
                 break

@@ -269,7 +269,7 @@ class StreamProcessor:
         utterance.new_samples = 0
         self._inflight = _InFlight(utterance, kind, timemap)
         self.max_window_seconds = max(self.max_window_seconds, audio.size / SAMPLE_RATE)
-        prompt = self._prompt.build(self._agreement.committed)
+        prompt = self._prompt.build(self._agreement.committed, before=timemap.start)
         return DecodeRequest(audio=audio, prompt=prompt, language=self.language, task=self.task,
                              offset=timemap.start)
 
