@@ -45,44 +45,52 @@ class TimestampRules:
         self.max_initial = round(MAX_INITIAL_TIMESTAMP / TIME_PRECISION)
 
     def apply(self, logits: torch.Tensor, generated: list[list[int]], rows: list[RowSpec]) -> torch.Tensor:
+        """Mask ``logits`` [batch, vocab] in place; vectorised over rows (one small host->device copy)."""
+        ts, device = self.t.timestamp_begin, logits.device
         logits[:, self.suppress] = -math.inf
         logits[:, self.t.no_timestamps] = -math.inf
-        ts = self.t.timestamp_begin
-        for b, seq in enumerate(generated):
-            row = logits[b]
-            if not seq:
-                row[self.begin_suppress] = -math.inf
-                row[:ts] = -math.inf  # the first token is a timestamp
-                row[ts + self.max_initial + 1:] = -math.inf
-                continue
-            last_ts = seq[-1] >= ts
-            penultimate_ts = len(seq) < 2 or seq[-2] >= ts
-            if last_ts:
-                if penultimate_ts:
-                    row[ts:] = -math.inf  # a segment was just closed: text or end next
-                else:
-                    row[:self.t.eot] = -math.inf  # text then a timestamp: next opens a segment or ends
-            stamps = [t for t in seq if t >= ts]
-            if stamps:
-                floor = stamps[-1] if (last_ts and not penultimate_ts) else stamps[-1] + 1
-                row[ts:floor] = -math.inf
-            row[ts + rows[b].max_timestamp_index + 1:] = -math.inf
+        col = torch.arange(logits.shape[-1], device=device)[None, :]
+        limits = torch.tensor([ts + r.max_timestamp_index for r in rows], device=device)[:, None]
+        logits.masked_fill_(col > limits, -math.inf)  # no timestamp past the real audio
+        if not generated[0]:  # lockstep: every row starts together
+            logits[:, self.begin_suppress] = -math.inf
+            logits[:, :ts] = -math.inf  # the first token is a timestamp, at most 1 s in
+            logits[:, ts + self.max_initial + 1:] = -math.inf
+            return logits
+        last, penultimate, latest = [], [], []
+        for seq in generated:
+            last.append(seq[-1] if seq else -1)
+            penultimate.append(seq[-2] if len(seq) > 1 else ts)
+            latest.append(next((t for t in reversed(seq) if t >= ts), -1))
+        last_t, pen_t, latest_t = (torch.tensor(v, device=device)[:, None] for v in (last, penultimate, latest))
+        last_ts, pen_ts = last_t >= ts, pen_t >= ts
+        # a segment was just closed -> text or end next; text then a timestamp -> a timestamp or end next
+        logits.masked_fill_(last_ts & pen_ts & (col >= ts), -math.inf)
+        logits.masked_fill_(last_ts & ~pen_ts & (col < self.t.eot), -math.inf)
+        # timestamps never decrease, and each segment has non-zero length
+        floor = torch.where(last_ts & ~pen_ts, latest_t, latest_t + 1)
+        logits.masked_fill_((latest_t >= 0) & (col >= ts) & (col < floor), -math.inf)
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         timestamp_mass = torch.logsumexp(logprobs[:, ts:], dim=-1)
         best_text = logprobs[:, :ts].max(dim=-1).values
-        force = timestamp_mass > best_text
-        logits[force, :ts] = -math.inf
+        logits.masked_fill_((timestamp_mass > best_text)[:, None] & (col < ts), -math.inf)
         return logits
 
 
 def greedy_decode(decoder: KVDecoder, encoder_out: torch.Tensor, rows: list[RowSpec], tokens: WhisperTokens,
-                  rules: TimestampRules, max_new_tokens: int, static: bool = False,
-                  step_fn=None) -> list[DecodeResult]:
-    """Decode every row to <|endoftext|> (or the token limit). ``step_fn`` may be a compiled step."""
+                  rules: TimestampRules | None, max_new_tokens: int, state: DecoderState | None = None,
+                  step_fn=None, forced_length: bool = False) -> list[DecodeResult]:
+    """Decode every row to <|endoftext|> (or the token limit).
+
+    With a preallocated ``state`` (static shapes) and a compiled ``step_fn(tokens, positions,
+    slots)`` this is the CUDA-graph path; otherwise the cache attends only over filled slots.
+    ``forced_length`` ignores <|endoftext|> (benchmarks decode exactly ``max_new_tokens``).
+    """
     device = encoder_out.device
     batch = len(rows)
     width = max(len(r.prefix) for r in rows)
-    state = decoder.start(encoder_out)
+    static = state is not None
+    state = decoder.start(encoder_out, into=state)
     prefix = torch.full((batch, width), tokens.eot, dtype=torch.long, device=device)
     valid = torch.zeros(batch, width, dtype=torch.bool, device=device)
     for b, row in enumerate(rows):
@@ -100,10 +108,10 @@ def greedy_decode(decoder: KVDecoder, encoder_out: torch.Tensor, rows: list[RowS
     generated: list[list[int]] = [[] for _ in rows]
     sum_logprob = [0.0] * batch
     finished = [False] * batch
-    position = positions[:, -1:]
+    position = positions[:, -1:].contiguous()  # fixed strides: compiled steps guard on them
     step = step_fn or (lambda t, p, s: decoder(t, p, s, state, attend_len=None if static else int(s[0]) + 1))
     for i in range(limit):
-        logits = rules.apply(logits.float(), generated, rows)
+        logits = rules.apply(logits.float(), generated, rows) if rules else logits.float()
         logprobs = torch.log_softmax(logits, dim=-1)
         chosen = logits.argmax(dim=-1)
         picked = logprobs.gather(1, chosen[:, None])[:, 0].tolist()
@@ -111,7 +119,7 @@ def greedy_decode(decoder: KVDecoder, encoder_out: torch.Tensor, rows: list[RowS
             if finished[b]:
                 continue
             sum_logprob[b] += picked[b]
-            if token == tokens.eot:
+            if token == tokens.eot and not forced_length:
                 finished[b] = True
             else:
                 generated[b].append(token)

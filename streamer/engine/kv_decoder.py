@@ -52,16 +52,34 @@ class KVDecoder(nn.Module):
         batch, _, length, _ = x.shape
         return x.transpose(1, 2).reshape(batch, length, self.n_heads * self.head_dim)
 
-    @torch.no_grad()
-    def start(self, encoder_out: torch.Tensor) -> DecoderState:
-        """Project the encoder output into every layer's cross-attention keys/values, once per window."""
-        batch = encoder_out.shape[0]
+    def allocate(self, batch: int, frames: int, device: torch.device, dtype: torch.dtype) -> DecoderState:
+        """Buffers for a batch size, allocated once (their fixed addresses let CUDA graphs replay)."""
         shape = (len(self.layers), batch, self.n_heads, self.max_len, self.head_dim)
-        kwargs = dict(device=encoder_out.device, dtype=encoder_out.dtype)
+        cross = (batch, self.n_heads, frames, self.head_dim)
+        kwargs = dict(device=device, dtype=dtype)
+        return DecoderState(torch.zeros(shape, **kwargs), torch.zeros(shape, **kwargs),
+                            [torch.zeros(cross, **kwargs) for _ in self.layers],
+                            [torch.zeros(cross, **kwargs) for _ in self.layers],
+                            torch.zeros(batch, self.max_len, dtype=torch.bool, device=device))
+
+    @torch.no_grad()
+    def start(self, encoder_out: torch.Tensor, into: DecoderState | None = None) -> DecoderState:
+        """Project the encoder output into every layer's cross-attention keys/values, once per window.
+
+        With ``into`` the projections are copied into preallocated buffers (same batch size).
+        """
         cross_k = [self._split_heads(layer.encoder_attn.k_proj(encoder_out)) for layer in self.layers]
         cross_v = [self._split_heads(layer.encoder_attn.v_proj(encoder_out)) for layer in self.layers]
-        return DecoderState(torch.zeros(shape, **kwargs), torch.zeros(shape, **kwargs), cross_k, cross_v,
-                            torch.zeros(batch, self.max_len, dtype=torch.bool, device=encoder_out.device))
+        if into is None:
+            batch = encoder_out.shape[0]
+            shape = (len(self.layers), batch, self.n_heads, self.max_len, self.head_dim)
+            kwargs = dict(device=encoder_out.device, dtype=encoder_out.dtype)
+            return DecoderState(torch.zeros(shape, **kwargs), torch.zeros(shape, **kwargs), cross_k, cross_v,
+                                torch.zeros(batch, self.max_len, dtype=torch.bool, device=encoder_out.device))
+        for buffer, value in zip(into.cross_k + into.cross_v, cross_k + cross_v):
+            buffer.copy_(value)
+        into.valid.zero_()
+        return into
 
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
                 state: DecoderState, attend_len: int | None = None,

@@ -7,6 +7,7 @@ step warmed up for every batch size the daemon uses, so nothing recompiles while
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
@@ -63,12 +64,13 @@ class WhisperEngine:
         self.device, self.dtype = device, dtype
         self.decoder = KVDecoder(model)
         self.features = WhisperFeatureExtractor(feature_size=model.config.num_mel_bins)
+        # recent transformers compute the STFT with torch on the model's device (a batch of 32 on the GPU)
+        self._features_on_device = "device" in inspect.signature(self.features.__call__).parameters
         self.alignment_heads = self._alignment_heads(generation, model.config)
         vocab = model.config.vocab_size
         self.rules = TimestampRules(tokens, generation.get("suppress_tokens") or model.config.suppress_tokens or [],
                                     generation.get("begin_suppress_tokens") or [220, tokens.eot], vocab, device)
-        self.step_fn = None
-        self.static = device.type == "cuda" and config.compile
+        self.compiled = None  # set by streamer.engine.gpu.compile_engine on CUDA
         self.last_timing: dict[str, float] = {}
 
     @staticmethod
@@ -93,8 +95,7 @@ class WhisperEngine:
         t1 = time.perf_counter()
         languages = self._languages(requests, encoder_out)
         rows = [self._row(r, lang, len(a) / SAMPLE_RATE) for r, lang, a in zip(requests, languages, audios)]
-        results = greedy_decode(self.decoder, encoder_out, rows, self.tokens, self.rules,
-                                self.config.max_new_tokens, static=self.static, step_fn=self.step_fn)
+        results = self._greedy(encoder_out, rows)
         t2 = time.perf_counter()
         hyps = self._hypotheses(requests, audios, encoder_out, rows, results, languages)
         t3 = time.perf_counter()
@@ -102,10 +103,17 @@ class WhisperEngine:
                             "tokens": float(sum(len(r.tokens) for r in results))}
         return hyps
 
+    def _greedy(self, encoder_out: torch.Tensor, rows: list[RowSpec]):
+        """Greedy decode; on the compiled path rows are padded up to a warmed batch size."""
+        if not self.compiled:
+            return greedy_decode(self.decoder, encoder_out, rows, self.tokens, self.rules, self.config.max_new_tokens)
+        return self.compiled.decode(encoder_out, rows, self.rules, self.config.max_new_tokens)
+
     # -- stages ---------------------------------------------------------------------------
     def encode(self, audios: list[np.ndarray]) -> torch.Tensor:
         """Log-mel features (padded to Whisper's 30 s) through the encoder."""
-        feats = self.features(audios, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
+        extra = {"device": self.device.type} if self._features_on_device else {}
+        feats = self.features(audios, sampling_rate=SAMPLE_RATE, return_tensors="pt", **extra).input_features
         feats = feats.to(self.device, self.dtype)
         return self.model.model.encoder(feats).last_hidden_state
 

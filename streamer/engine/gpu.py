@@ -1,0 +1,100 @@
+"""The CUDA path: static KV cache + ``torch.compile(mode="reduce-overhead")`` decoder step.
+
+One set of decoder buffers is allocated per warmed batch size; the step function for each
+is compiled with static shapes so inductor captures a CUDA graph once and replays it for
+every token. Requests are padded up to the nearest warmed batch size, and the warm-up runs
+every (batch size, prompt-length) shape the daemon will see, so serving never recompiles.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import partial
+
+import torch
+
+from streamer.engine.decoding import DecodeResult, RowSpec, TimestampRules, greedy_decode
+from streamer.engine.kv_decoder import DecoderState, KVDecoder
+
+log = logging.getLogger(__name__)
+
+ENCODER_FRAMES = 1500
+
+
+def compile_count() -> int:
+    """How many graphs dynamo has compiled so far in this process (to prove none happen while serving)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+class CompiledDecoder:
+    def __init__(self, decoder: KVDecoder, tokens, batch_sizes: list[int], device: torch.device,
+                 dtype: torch.dtype, backend: str = "inductor", mode: str | None = "reduce-overhead"):
+        self.decoder, self.tokens = decoder, tokens
+        self.batch_sizes = sorted(set(batch_sizes))
+        # one compiled entry per batch size shares the step's code object: make room for all of them
+        limit = max(8, 2 * len(self.batch_sizes))
+        for name in ("cache_size_limit", "recompile_limit"):
+            if hasattr(torch._dynamo.config, name):
+                setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), limit))
+        self.states: dict[int, DecoderState] = {}
+        self.steps = {}
+        for size in self.batch_sizes:
+            state = decoder.allocate(size, ENCODER_FRAMES, device, dtype)
+            for tensor in [state.self_k, state.self_v, state.valid, *state.cross_k, *state.cross_v]:
+                torch._dynamo.mark_static_address(tensor)
+            self.states[size] = state
+            step = partial(self._step, state=state)
+            kwargs = {"mode": mode} if backend == "inductor" and mode else {}
+            self.steps[size] = torch.compile(step, backend=backend, fullgraph=True, dynamic=False, **kwargs)
+
+    def _step(self, tokens: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
+              state: DecoderState) -> torch.Tensor:
+        return self.decoder(tokens, positions, slots, state, attend_len=None)
+
+    def decode(self, encoder_out: torch.Tensor, rows: list[RowSpec], rules: TimestampRules | None,
+               max_new_tokens: int, forced_length: bool = False) -> list[DecodeResult]:
+        results: list[DecodeResult] = []
+        largest = self.batch_sizes[-1]
+        for start in range(0, len(rows), largest):
+            chunk_rows = rows[start:start + largest]
+            chunk_enc = encoder_out[start:start + largest]
+            size = next(b for b in self.batch_sizes if b >= len(chunk_rows))
+            pad = size - len(chunk_rows)
+            if pad:  # repeat the first row: its results are dropped below
+                chunk_enc = torch.cat([chunk_enc, chunk_enc[:1].expand(pad, *chunk_enc.shape[1:])])
+                chunk_rows = chunk_rows + [chunk_rows[0]] * pad
+            out = greedy_decode(self.decoder, chunk_enc, chunk_rows, self.tokens, rules, max_new_tokens,
+                                state=self.states[size], step_fn=self.steps[size], forced_length=forced_length)
+            results.extend(out[:size - pad])
+        return results
+
+    @torch.inference_mode()  # the same grad mode as serving, or dynamo's guards fail later
+    def warmup(self, d_model: int, prefixes: list[list[int]], device: torch.device, dtype: torch.dtype,
+               steps: int = 4) -> float:
+        """Run every batch size with every prefix length once (CUDA graphs are recorded on reuse)."""
+        started = time.perf_counter()
+        for size in self.batch_sizes:
+            encoder_out = torch.zeros(size, ENCODER_FRAMES, d_model, device=device, dtype=dtype)
+            for prefix in prefixes:
+                rows = [RowSpec(prefix, 0, 1500)] * size
+                for _ in range(2):
+                    self.decode(encoder_out, rows, None, steps, forced_length=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - started
+
+
+def compile_engine(engine) -> None:
+    """Attach a compiled decoder to a CUDA ``WhisperEngine`` and warm up every serving shape."""
+    tokens = engine.tokens
+    compiled = CompiledDecoder(engine.decoder, tokens, engine.config.batch_sizes, engine.device, engine.dtype)
+    sot = tokens.sot_sequence("en" if tokens.multilingual else None, "transcribe")
+    prefixes = [sot, [tokens.sot_prev, *[220] * 20, *sot]]
+    before = compile_count()
+    seconds = compiled.warmup(engine.model.config.d_model, prefixes, engine.device, engine.dtype)
+    engine.compiled = compiled
+    log.info("compiled decoder for batch sizes %s in %.1f s (%d graphs)", compiled.batch_sizes, seconds,
+             compile_count() - before)
