@@ -94,9 +94,13 @@ def load_longform(path: Path, limit: float) -> tuple[np.ndarray, list[dict], str
 
     audio = load_audio(path)
     segments = json.loads(path.with_suffix(".segments.json").read_text())
-    if limit:
-        audio = audio[: int(limit * SAMPLE_RATE)]
-        segments = [s for s in segments if s["end"] <= limit]
+    if limit:  # whole sentences only, cut in the gap after the last one that fits
+        kept = [s for s in segments if s["end"] <= limit]
+        following = segments[len(kept)] if len(kept) < len(segments) else None
+        cut = limit if not kept else kept[-1]["end"] + (0.1 if following is None else
+                                                       (following["start"] - kept[-1]["end"]) / 2)
+        audio = audio[: int(min(cut, limit) * SAMPLE_RATE)]
+        segments = kept
         reference = " ".join(s["text"] for s in segments)
     else:
         reference = path.with_suffix(".txt").read_text()
