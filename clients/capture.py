@@ -74,6 +74,13 @@ class _Capture:
         assert self._queue is not None, "call open() first"
         return await self._queue.get()
 
+    def pending(self) -> list[bytes]:
+        """Blocks already captured but not read yet (b"" marks the end), without waiting."""
+        out = []
+        while self._queue is not None and not self._queue.empty():
+            out.append(self._queue.get_nowait())
+        return out
+
     async def chunks(self) -> AsyncIterator[bytes]:
         """Audio blocks until the source ends or ``close`` is called."""
         self.open()

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import AsyncIterator
 
 from streamer_clients import client
 from streamer_clients.capture import CaptureError, MicCapture, WavCapture, _Capture
@@ -32,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--push-to-talk", metavar="KEY", help="listen only while KEY is held (X keysym, e.g. F9)")
     p.add_argument("--pause-key", metavar="KEY", default="Pause",
                    help="KEY toggles pause/resume (default Pause; 'none' to disable)")
+    p.add_argument("--start-paused", action="store_true", help="start paused; the pause key resumes")
     p.add_argument("--no-spoken-punctuation", dest="spoken_punctuation", action="store_false",
                    help='type "comma", "period", "new line" literally')
     p.add_argument("--typer", choices=BACKENDS, default="auto", help="how to type (default: by platform)")
@@ -52,13 +54,25 @@ def main(args: argparse.Namespace) -> int:
 
 
 class Gate:
-    """Whether audio flows to the daemon: push-to-talk held (or always-on), and not paused."""
+    """Whether audio flows to the daemon: push-to-talk held (or always-on), and not paused.
 
-    def __init__(self, push_to_talk: bool) -> None:
+    It pauses the capture itself, so audio is kept from the instant the key goes down (while the
+    session is still connecting) and discarded at the source while nobody listens.
+    """
+
+    def __init__(self, push_to_talk: bool, capture: _Capture, paused: bool = False) -> None:
         self.push_to_talk = push_to_talk
+        self.capture = capture
         self.held = False
-        self.paused = False
+        self.paused = paused
         self.changed = asyncio.Event()
+        self._sync()
+
+    def _sync(self) -> None:
+        if self.open:
+            self.capture.paused.clear()
+        else:
+            self.capture.paused.set()
 
     @property
     def open(self) -> bool:
@@ -67,6 +81,7 @@ class Gate:
     def set(self, *, held: bool | None = None, paused: bool | None = None) -> None:
         self.held = self.held if held is None else held
         self.paused = self.paused if paused is None else paused
+        self._sync()
         self.changed.set()
 
     async def wait_change(self) -> None:
@@ -74,9 +89,9 @@ class Gate:
         self.changed.clear()
 
 
-async def gated_chunks(capture: _Capture, gate: Gate, ended: asyncio.Event):
-    """Audio while the gate stays open; ends when it closes or the source runs dry."""
-    capture.paused.clear()
+async def gated_chunks(capture: _Capture, gate: Gate, ended: asyncio.Event) -> AsyncIterator[bytes]:
+    """Audio while the gate stays open (plus what was captured before it closed); ends when it
+    closes or the source runs dry."""
     while gate.open:
         read = asyncio.ensure_future(capture.read())
         change = asyncio.ensure_future(gate.wait_change())
@@ -90,7 +105,11 @@ async def gated_chunks(capture: _Capture, gate: Gate, ended: asyncio.Event):
             ended.set()
             return
         yield data
-    capture.paused.set()  # discard audio at the source while nobody listens
+    for data in capture.pending():  # the last words spoken before the key came up
+        if not data:
+            ended.set()
+            return
+        yield data
 
 
 class Dictation:
@@ -122,11 +141,12 @@ async def dictate(args: argparse.Namespace, endpoint: Endpoint) -> str:
     capture = make_capture(args)
     typer = Typer(args.typer)
     work = Dictation(typer, SpokenPunctuation(args.spoken_punctuation))
-    gate = Gate(push_to_talk=bool(args.push_to_talk))
+    gate = Gate(bool(args.push_to_talk), capture, paused=args.start_paused)
     hotkeys = start_hotkeys(args, gate)
     typing = asyncio.create_task(typer.run())
     ended = asyncio.Event()
     capture.open()
+    log.info("capturing %s at %d Hz; %s", args.file or "the microphone", capture.sample_rate, _mode(args))
     params = StartParams(sample_rate=capture.sample_rate, encoding="pcm_f32le", language=args.language)
     try:
         while not ended.is_set():
@@ -146,8 +166,7 @@ async def dictate(args: argparse.Namespace, endpoint: Endpoint) -> str:
 
 
 async def _wait_open(capture: _Capture, gate: Gate, ended: asyncio.Event) -> None:
-    """While closed, drain (paused) capture so a file source still reaches its end."""
-    capture.paused.set()
+    """While closed, wait for the gate, noticing when a (paused) file source reaches its end."""
     read = asyncio.ensure_future(capture.read())
     change = asyncio.ensure_future(gate.wait_change())
     done, _ = await asyncio.wait({read, change}, return_when=asyncio.FIRST_COMPLETED)
@@ -157,6 +176,13 @@ async def _wait_open(capture: _Capture, gate: Gate, ended: asyncio.Event) -> Non
             ended.set()
     else:
         read.cancel()
+
+
+def _mode(args: argparse.Namespace) -> str:
+    mode = f"push-to-talk {args.push_to_talk}" if args.push_to_talk else "always on"
+    if args.pause_key and args.pause_key.lower() != "none":
+        mode += f", {args.pause_key} pauses/resumes"
+    return mode + (" (paused)" if args.start_paused else "")
 
 
 def start_hotkeys(args: argparse.Namespace, gate: Gate):

@@ -2,8 +2,8 @@
 
 The keys are grabbed on the root window in a thread with its own X connection, for every
 combination of the lock modifiers (Caps, Num) so they work whatever lock is on. X auto-repeat
-turns a held key into release/press pairs with the same timestamp; those are folded away so
-push-to-talk sees one press and one release.
+turns a held key into release/press pairs; those are folded away so push-to-talk sees one press
+and one release.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections.abc import Callable
 log = logging.getLogger("streamer.hotkeys")
 
 KeyHandler = Callable[[str, bool], None]  # (key name, pressed)
+REPEAT_WINDOW = 0.08  # seconds a release waits for an auto-repeat press before it counts
 
 
 class HotkeyError(RuntimeError):
@@ -47,6 +48,8 @@ class X11Hotkeys:
             self.codes[code] = name
         self._grab()
         self._stop = threading.Event()
+        self._down: set[str] = set()
+        self._releases: dict[str, asyncio.TimerHandle] = {}
         self.thread = threading.Thread(target=self._run, name="x11-hotkeys", daemon=True)
 
     def _grab(self) -> None:
@@ -69,17 +72,34 @@ class X11Hotkeys:
 
     def _loop_events(self) -> None:
         X = self._X
-        pushed_back = None
         while not self._stop.is_set():
-            event, pushed_back = (pushed_back or self.display.next_event()), None
-            if event.type not in (X.KeyPress, X.KeyRelease) or event.detail not in self.codes:
-                continue
-            if event.type == X.KeyRelease and self.display.pending_events():
-                nxt = self.display.next_event()
-                if nxt.type == X.KeyPress and nxt.detail == event.detail and nxt.time == event.time:
-                    continue  # auto-repeat: the key is still held
-                pushed_back = nxt
-            self.loop.call_soon_threadsafe(self.handler, self.codes[event.detail], event.type == X.KeyPress)
+            event = self.display.next_event()
+            if event.type in (X.KeyPress, X.KeyRelease) and event.detail in self.codes:
+                name = self.codes[event.detail]
+                self.loop.call_soon_threadsafe(self._key, name, event.type == X.KeyPress)
+
+    def _key(self, name: str, pressed: bool) -> None:
+        """On the event loop: report a press once, and a release only if no press follows at once.
+
+        X auto-repeat sends release/press pairs while a key is held, and the press may arrive a
+        moment after the release, so a release is confirmed after ``REPEAT_WINDOW`` seconds.
+        """
+        pending = self._releases.pop(name, None)
+        if pressed:
+            if pending is not None:
+                pending.cancel()  # auto-repeat: still held
+            if name not in self._down:
+                self._down.add(name)
+                self.handler(name, True)
+            return
+        if pending is not None:
+            pending.cancel()
+        self._releases[name] = self.loop.call_later(REPEAT_WINDOW, self._released, name)
+
+    def _released(self, name: str) -> None:
+        self._releases.pop(name, None)
+        self._down.discard(name)
+        self.handler(name, False)
 
     def close(self) -> None:
         self._stop.set()
