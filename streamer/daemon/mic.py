@@ -281,14 +281,14 @@ class CaptureRunner:
 
     async def start(self) -> None:
         self.capture.open()
-        self.session = self.server.open_local_session(self.source, StartParams(
+        self.session = await self.server.open_local_session(self.source, StartParams(
             language=self.server.settings.stream.language, task=self.server.settings.stream.task))
         self.task = asyncio.get_running_loop().create_task(self._pump(), name=f"capture-{self.source}")
 
     async def _pump(self) -> None:
         try:
             async for block in self.capture.blocks():
-                self.server.feed_local(self.session, block)
+                await self.server.feed_local(self.session, block)
         finally:
             await self.server.close_local_session(self.session)
 

@@ -6,6 +6,11 @@ for its next due window and sends up to ``max_batch`` of them through
 ``engine.decode_batch``. While a round runs, audio keeps arriving; the next request of
 each session then covers more new audio, so under overload every stream's update interval
 lengthens by the same amount instead of one stream falling behind without bound.
+
+Two worker threads, so the event loop only does I/O: the *engine* thread runs the model,
+and the *core* thread runs every call into the sans-I/O sessions (resampling, silero VAD,
+LocalAgreement). Keeping all session calls on one thread serialises them without locks,
+and a VAD pass slowed by the engine's CPU and GIL use can no longer stall the loop.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from streamer.daemon.metrics import Metrics
 from streamer.daemon.session import Outgoing, Session
@@ -47,6 +52,7 @@ class Scheduler:
         self.min_chunk = min_chunk
         self._entries: dict[str, _Entry] = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamer-engine")
+        self._core = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamer-core")
         self._wake = asyncio.Event()
         self._round = 0
         self._counter = itertools.count()
@@ -74,6 +80,10 @@ class Scheduler:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a session call on the core thread (never on the loop, never concurrently)."""
+        return await asyncio.get_running_loop().run_in_executor(self._core, fn, *args)
 
     def wake(self) -> None:
         """New audio or a stop arrived: a decode may now be due."""
@@ -105,33 +115,37 @@ class Scheduler:
                 pass
             self._task = None
         self._executor.shutdown(wait=True)
+        self._core.shutdown(wait=True)
 
     async def _run(self) -> None:
         while True:
-            batch = self._collect()
+            self._wake.clear()
+            entries = sorted(self._entries.values(), key=lambda e: (e.served, e.order))
+            batch, idle = await self.call(self._collect, entries)
+            for entry, out in idle:
+                entry.progress.set()  # nothing due: a waiting reader may go on
+                if out:
+                    entry.deliver(out)
             self._update_gauges()
             if not batch:
-                self._wake.clear()
                 await self._wake.wait()
                 continue
             await self._decode(batch)
 
-    def _collect(self) -> list[tuple[_Entry, DecodeRequest]]:
-        """Up to ``max_batch`` due requests, least recently served sessions first."""
+    def _collect(self, entries: list[_Entry]) -> tuple[list[tuple[_Entry, DecodeRequest]], list[tuple[_Entry, list]]]:
+        """Core thread: up to ``max_batch`` due requests, least recently served sessions first."""
         batch: list[tuple[_Entry, DecodeRequest]] = []
-        for entry in sorted(self._entries.values(), key=lambda e: (e.served, e.order)):
+        idle: list[tuple[_Entry, list]] = []
+        for entry in entries:
             if len(batch) >= self.max_batch:
                 break
             request = entry.session.next_request()
             if request is not None:
                 batch.append((entry, request))
                 continue
-            entry.progress.set()  # nothing due: a waiting reader may go on
-            if entry.session.state == "stopping" and not entry.session.in_flight:
-                out = entry.session.end_now()
-                if out:
-                    entry.deliver(out)
-        return batch
+            out = entry.session.end_now() if entry.session.state == "stopping" else []
+            idle.append((entry, out))
+        return batch, idle
 
     async def _decode(self, batch: list[tuple[_Entry, DecodeRequest]]) -> None:
         loop = asyncio.get_running_loop()
@@ -146,24 +160,12 @@ class Scheduler:
             results = [await loop.run_in_executor(self._executor, _decode_one, self.engine, r) for r in requests]
         elapsed = time.perf_counter() - started
         self._record(requests, elapsed)
-        for (entry, _), result in zip(batch, results):
+        outs = await self.call(_complete_all, [entry.session for entry, _ in batch], list(results))
+        for (entry, _), out in zip(batch, outs):
             entry.served = self._round
-            self._finish(entry, result)
-
-    def _finish(self, entry: _Entry, result: Hypothesis | BaseException) -> None:
-        session = entry.session
-        if isinstance(result, BaseException):
-            log.error("session %s: decode failed: %s", session.id, result)
-            out = session.fail(result)
-        else:
-            try:
-                out = session.complete(result)
-            except Exception as exc:  # a core bug must only end its own session
-                log.exception("session %s: stream core failed", session.id)
-                out = session.fail(exc)
-        entry.progress.set()
-        if out:
-            entry.deliver(out)
+            entry.progress.set()
+            if out:
+                entry.deliver(out)
 
     def _record(self, requests: list[DecodeRequest], elapsed: float) -> None:
         self.batch_sizes.append(len(requests))
@@ -184,6 +186,22 @@ class Scheduler:
                 waiting += 1
         self.metrics.max_lag.set(max(lags, default=0.0))
         self.metrics.queue_depth.set(waiting)
+
+
+def _complete_all(sessions: list[Session], results: list[Hypothesis | BaseException]) -> list[list[Outgoing]]:
+    """Core thread: hand each session its hypothesis (or its failure)."""
+    outs = []
+    for session, result in zip(sessions, results):
+        if isinstance(result, BaseException):
+            log.error("session %s: decode failed: %s", session.id, result)
+            outs.append(session.fail(result))
+            continue
+        try:
+            outs.append(session.complete(result))
+        except Exception as exc:  # a core bug must only end its own session
+            log.exception("session %s: stream core failed", session.id)
+            outs.append(session.fail(exc))
+    return outs
 
 
 def _decode_one(engine: Engine, request: DecodeRequest) -> Hypothesis | BaseException:

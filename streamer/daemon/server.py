@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 LISTEN_PATH = "/v1/listen"
 CAPTIONS_PATH = "/v1/captions"
-FEED_PIECE_BYTES = 32 * 1024  # big frames are fed in pieces so the loop never stalls on one
+FEED_PIECE_BYTES = 64 * 1024  # big frames are fed in pieces so one client cannot hog the core thread
 SHUTDOWN_TIMEOUT = 120.0
 EXTRA_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml",
                ".json": "application/json", ".wasm": "application/wasm", ".webmanifest": "application/manifest+json",
@@ -470,17 +470,19 @@ class StreamerServer:
                 recv.cancel()
 
     async def _on_message(self, session: Session, message: str | bytes) -> None:
+        """Parse and feed on the core thread (resampling and VAD never run on the loop)."""
+        call = self.scheduler.call
         if isinstance(message, str):
-            self._deliver(session.id, session.receive_text(message))
+            self._deliver(session.id, await call(session.receive_text, message))
+        elif len(message) > session.max_frame_bytes:
+            self._deliver(session.id, await call(session.receive_binary, message))
         else:
             before = session.audio_seconds
-            if len(message) > session.max_frame_bytes:
-                self._deliver(session.id, session.receive_binary(message))
-            for i in range(0, len(message) if len(message) <= session.max_frame_bytes else 0, FEED_PIECE_BYTES):
-                self._deliver(session.id, session.receive_binary(message[i:i + FEED_PIECE_BYTES]))
+            for i in range(0, len(message), FEED_PIECE_BYTES):
+                self._deliver(session.id, await call(session.receive_binary, message[i:i + FEED_PIECE_BYTES]))
                 if session.state != "started":
                     break
-                await asyncio.sleep(0)
+                self.scheduler.wake()
             self.metrics.audio_seconds.inc(max(0.0, session.audio_seconds - before))
         self.scheduler.wake()
 
@@ -497,7 +499,7 @@ class StreamerServer:
         """Decode everything received, send the rest and ``end``, then close (also on disconnect)."""
         try:
             if session.state == "started":
-                self._deliver(session.id, session.stop())
+                self._deliver(session.id, await self.scheduler.call(session.stop))
             while session.active:
                 self.scheduler.wake()
                 await self.scheduler.progressed(session, timeout=1.0)
@@ -558,21 +560,21 @@ class StreamerServer:
         return None
 
     # ------------------------------------------------------------- local sources
-    def open_local_session(self, source: str, params: StartParams) -> Session:
+    async def open_local_session(self, source: str, params: StartParams) -> Session:
         """A session fed in-process (microphone, monitor): its events go to ``source:<name>`` subscribers."""
         if not self.ready:
             raise RuntimeError("attach an engine before opening a local session")
         session = Session(f"{source}-{uuid.uuid4().hex[:6]}", self.settings.stream, model=self.engine.name,
                           defaults=params, autostart=True)
-        session.start({})
+        await self.scheduler.call(session.start, {})
         self._register(session, None, (f"session:{session.id}", f"source:{source}"))
         return session
 
-    def feed_local(self, session: Session, samples: Any) -> None:
+    async def feed_local(self, session: Session, samples: Any) -> None:
         """16 kHz mono float32 from a local capture."""
         if session.state == "started":
             before = session.audio_seconds
-            session.feed(samples)
+            await self.scheduler.call(session.feed, samples)
             self.metrics.audio_seconds.inc(max(0.0, session.audio_seconds - before))
             self.scheduler.wake()
 

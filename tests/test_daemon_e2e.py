@@ -1,0 +1,151 @@
+"""End to end: the real tiny.en model behind a real server on 127.0.0.1.
+
+Audio is streamed faster than real time (the server's backpressure paces it), so these
+tests cost seconds, not the clips' durations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soxr
+
+from daemon_helpers import Result, collect, run_stream
+from streamer.audio import load_audio
+from streamer.config import load_settings
+from streamer.daemon.server import running_server
+from streamer.hypothesis import DecodeRequest
+
+pytestmark = [pytest.mark.slow, pytest.mark.data, pytest.mark.timeout(300)]
+
+CLIPS = ["jfk/jfk.wav", "ljspeech/LJ001-0001.wav", "ljspeech/LJ001-0003.wav", "ljspeech/LJ001-0004.wav",
+         "ljspeech/LJ001-0005.wav", "librispeech/61-70968-0000.wav", "librispeech/6930-75918-0000.wav",
+         "ljspeech/LJ001-0002.wav"]
+
+
+def words(text: str) -> list[str]:
+    return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
+
+
+def word_distance(a: list[str], b: list[str]) -> int:
+    """Levenshtein distance in words."""
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
+    return row[-1]
+
+
+def e2e_settings(**extra):
+    return load_settings(None, {"engine.model": "tiny.en", "server.host": "127.0.0.1", **extra}, environ={})
+
+
+def s16(audio: np.ndarray) -> bytes:
+    return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+def offline_text(engine, audio: np.ndarray) -> str:
+    return engine.decode(DecodeRequest(audio, language="en")).text
+
+
+@pytest.fixture(scope="module")
+def jfk(shared_data) -> np.ndarray:
+    return load_audio(shared_data / "jfk/jfk.wav")
+
+
+async def test_real_clip_transcript_and_stop_returns_every_word(tiny_engine, jfk):
+    async with running_server(e2e_settings(), tiny_engine) as server:
+        result = await run_stream(server.url, s16(jfk), {"language": "en"}, frame=6400)
+    assert result.close_code == 1000 and result.events[-1]["type"] == "end"
+    got = words(result.text)
+    assert words(result.events[-1]["text"]) == got
+    for expected in ("ask", "not", "what", "your", "country", "can", "do", "for", "you"):
+        assert expected in got
+    assert word_distance(got, words(offline_text(tiny_engine, jfk))) <= 2
+    starts = [w["start"] for e in result.of("transcript") for w in e["committed"]]
+    assert starts == sorted(starts) and 0 <= starts[0] and starts[-1] <= 11.0
+
+
+@pytest.mark.parametrize("rate", [44100, 48000])
+async def test_resampled_input_gives_the_same_text(tiny_engine, jfk, rate):
+    resampled = soxr.resample(jfk, 16000, rate, quality="HQ").astype(np.float32)
+    stereo = np.repeat(resampled[:, None], 2, axis=1).reshape(-1)
+    async with running_server(e2e_settings(), tiny_engine) as server:
+        base = await run_stream(server.url, s16(jfk), {"language": "en"}, frame=6400)
+        other = await run_stream(server.url, stereo.astype("<f4").tobytes(),
+                                 {"language": "en", "sample_rate": rate, "encoding": "pcm_f32le", "channels": 2},
+                                 frame=rate * 8 // 10 * 8)
+    assert other.close_code == 1000
+    assert word_distance(words(other.text), words(base.text)) <= 1, (other.text, base.text)
+    assert other.events[-1]["audio_seconds"] == pytest.approx(11.0, abs=0.05)
+
+
+async def test_eight_concurrent_clients_each_get_their_own_transcript(tiny_engine, shared_data):
+    audios = [load_audio(shared_data / clip) for clip in CLIPS]
+    cfg = e2e_settings(**{"server.max_batch": 8})
+    async with running_server(cfg, tiny_engine) as server:
+        server.monitor.reset()
+        results: list[Result] = await asyncio.gather(*(
+            run_stream(server.url, s16(a), {"language": "en"}, frame=3200, pace=0.02) for a in audios))
+        stall = server.monitor.max_stall
+        batches = list(server.scheduler.batch_sizes)
+    for clip, audio, result in zip(CLIPS, audios, results):
+        assert result.close_code == 1000, clip
+        reference = words((shared_data / clip).with_suffix(".txt").read_text())
+        got = words(result.text)
+        assert word_distance(got, reference) <= max(2, len(reference) // 5), (clip, result.text)
+    assert max(batches) > 1, "due sessions should be decoded together"
+    assert stall < 0.25, f"event loop stalled {stall * 1000:.0f} ms"
+    print(f"\nloop stall max {stall * 1000:.1f} ms; batches {len(batches)}, mean size {np.mean(batches):.2f}")
+
+
+async def test_sigterm_finishes_live_sessions_and_exits_zero(tiny_engine, jfk, tmp_path):
+    env = {**os.environ, "STREAMER_DATA": os.environ.get("STREAMER_DATA", "")}
+    proc = subprocess.Popen([sys.executable, "-m", "streamer", "serve", "--model", "tiny.en", "--port", "0",
+                             "--set", "server.host=\"127.0.0.1\""], stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=Path(__file__).resolve().parents[1])
+    try:
+        port = await asyncio.get_running_loop().run_in_executor(None, _wait_for_port, proc)
+        from websockets.asyncio.client import connect
+
+        async with connect(f"ws://127.0.0.1:{port}/v1/listen") as ws:
+            await ws.send(json.dumps({"type": "start", "language": "en"}))
+            assert json.loads(await ws.recv())["type"] == "ready"
+            reader = asyncio.ensure_future(collect(ws))
+            await ws.send(s16(jfk))
+            await asyncio.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
+            result = await asyncio.wait_for(reader, 120)
+        code = await asyncio.get_running_loop().run_in_executor(None, proc.wait, 60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0
+    assert result.events[-1]["type"] == "end" and result.close_code == 1001
+    assert "country" in words(result.events[-1]["text"])
+    assert result.events[-1]["audio_seconds"] == pytest.approx(11.0, abs=0.05)
+
+
+def _wait_for_port(proc: subprocess.Popen, timeout: float = 120.0) -> int:
+    """Read the daemon's log until the model is ready; return its port."""
+    deadline, port = time.monotonic() + timeout, None
+    for line in proc.stderr:
+        found = re.search(r"listening on ws://[\d.]+:(\d+)", line)
+        if found:
+            port = int(found.group(1))
+        if port and "ready" in line and "model" in line:
+            return port
+        if time.monotonic() > deadline:
+            break
+    raise RuntimeError(f"daemon did not start (exit {proc.poll()})")
