@@ -206,6 +206,10 @@ async def subscribe(endpoint: Endpoint, on_event: Callable[[dict[str, Any]], Non
                 notify(State.CONNECTED, endpoint.url)
                 await _pump_events(ws, on_event, stop)
                 backoff.reset()
+        except websockets.exceptions.ConnectionClosedOK:
+            if session:  # a session subscription closes normally after that session's end
+                notify(State.CLOSED, "session ended")
+                return
         except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException) as exc:
             if is_fatal(exc):
                 notify(State.CLOSED, str(exc))

@@ -117,3 +117,27 @@ def recall(hypothesis: str, reference: str) -> float:
             pool[w] -= 1
             hit += 1
     return hit / max(1, len(ref))
+
+
+def x_screenshot(path: Path, x: int, y: int, width: int, height: int) -> None:
+    """Save a region of the X screen as PNG with python-xlib and zlib (no imaging library needed)."""
+    import struct
+    import zlib
+
+    import numpy as np
+    from Xlib import X, display
+
+    d = display.Display()
+    try:
+        raw = d.screen().root.get_image(x, y, width, height, X.ZPixmap, 0xFFFFFFFF).data
+    finally:
+        d.close()
+    rgb = np.frombuffer(raw, np.uint8).reshape(height, width, 4)[:, :, 2::-1]
+    rows = np.concatenate([np.zeros((height, 1), np.uint8), rgb.reshape(height, -1)], axis=1)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                           + chunk(b"IDAT", zlib.compress(rows.tobytes(), 9)) + chunk(b"IEND", b""))
