@@ -34,6 +34,8 @@ class EngineConfig(_Section):
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 2, 4, 8],
                                    description="batch shapes warmed up (CUDA compile)")
     max_new_tokens: int = Field(128, ge=8, le=440)
+    word_timestamps: Literal["dtw", "segments", "both"] = Field(
+        "both", description="word times from cross-attention DTW, timestamp tokens, or DTW clamped to segments")
     cache_dir: str | None = Field(None, description="where embedded models are converted; default XDG cache")
     warmup: bool = True
 

@@ -125,3 +125,58 @@ def _clamp_long_words(words: list[Word], duration: float) -> list[Word]:
             end = min(end, start + cap)
         out.append(Word(w.word, round(start, 3), round(max(end, start), 3), w.probability))
     return out
+
+
+def segments_of(tokens: list[int], timestamp_begin: int, eot: int, duration: float) -> list[tuple[float, float, list[int]]]:
+    """Split a timestamped token stream into (start, end, text tokens) segments.
+
+    A trailing segment that Whisper never closed ends at the window's end.
+    """
+    segments, start, text = [], 0.0, []
+    for token in tokens:
+        if token >= timestamp_begin:
+            time = (token - timestamp_begin) * 0.02
+            if text:
+                segments.append((start, time, text))
+                text = []
+            start = time
+        elif token < eot:
+            text.append(token)
+    if text:
+        segments.append((start, max(duration, start), text))
+    return segments
+
+
+def segment_word_times(segments: list[tuple[float, float, list[int]]], token_probs: list[float],
+                       tokens: WhisperTokens, language: str | None) -> list[Word]:
+    """Words timed only by timestamp tokens: each segment's span shared out by character count."""
+    result, k = [], 0
+    for start, end, text in segments:
+        words, word_tokens = tokens.split_words(text, language)
+        total = sum(len(w.strip()) or 1 for w in words) or 1
+        cursor = start
+        for word, toks in zip(words, word_tokens):
+            span = (end - start) * (len(word.strip()) or 1) / total
+            probability = float(np.mean(token_probs[k:k + len(toks)])) if token_probs[k:k + len(toks)] else 1.0
+            k += len(toks)
+            if word.strip():
+                result.append(Word(word, round(cursor, 3), round(cursor + span, 3), probability))
+            cursor += span
+    return result
+
+
+def clamp_to_segments(words: list[Word], segments: list[tuple[float, float, list[int]]], tokens: WhisperTokens,
+                      language: str | None) -> list[Word]:
+    """DTW word times kept inside the bounds of the timestamp segment each word belongs to."""
+    bounds = []
+    for start, end, text in segments:
+        names, _ = tokens.split_words(text, language)
+        bounds += [(start, end)] * sum(1 for n in names if n.strip())
+    if len(bounds) != len(words):
+        return words
+    out = []
+    for w, (start, end) in zip(words, bounds):
+        s = min(max(w.start, start), end)
+        e = min(max(w.end, s), end)
+        out.append(Word(w.word, round(s, 3), round(e, 3), w.probability))
+    return out

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from streamer.config import EngineConfig
-from streamer.engine.alignment import teacher_forced, word_times
+from streamer.engine.alignment import clamp_to_segments, segment_word_times, segments_of, teacher_forced, word_times
 from streamer.engine.decoding import TIME_PRECISION, RowSpec, TimestampRules, detect_languages, greedy_decode
 from streamer.engine.kv_decoder import KVDecoder
 from streamer.engine.tokenizer import WhisperTokens
@@ -148,8 +148,8 @@ class WhisperEngine:
         hyps = []
         for b, result in enumerate(results):
             duration = len(audios[b]) / SAMPLE_RATE
-            words = word_times(weights[b], prefix_lens[b], text_tokens[b], probs[b], duration,
-                               self.tokens, languages[b][0])
+            words = self._word_times(weights[b], prefix_lens[b], result.tokens, text_tokens[b], probs[b],
+                                     duration, languages[b][0])
             text = self.tokens.decode(text_tokens[b])
             hyps.append(Hypothesis(
                 words=tuple(words), language=languages[b][0],
@@ -158,6 +158,15 @@ class WhisperEngine:
                 language_probability=languages[b][1],
             ))
         return hyps
+
+    def _word_times(self, weights, prefix_len, all_tokens, text_tokens, probs, duration, language) -> list:
+        """Word times by the configured method (see ``streamer bench align`` for their accuracy)."""
+        method = self.config.word_timestamps
+        segments = segments_of(all_tokens, self.tokens.timestamp_begin, self.tokens.eot, duration)
+        if method == "segments":
+            return segment_word_times(segments, probs, self.tokens, language)
+        words = word_times(weights, prefix_len, text_tokens, probs, duration, self.tokens, language)
+        return clamp_to_segments(words, segments, self.tokens, language) if method == "both" else words
 
     def _token_probs(self, hidden: torch.Tensor, prefix_lens: list[int], text_tokens: list[list[int]]) -> list[list[float]]:
         """Per-token probabilities of the text under the no-timestamps prefix (word confidence)."""
