@@ -21,8 +21,9 @@ DICTATION_WAV = HERE / "data" / "dictation.wav"
 class ThreadedDaemon:
     """``running_server`` on a private loop in a thread; ``restart`` keeps the port (reconnect tests)."""
 
-    def __init__(self, settings, engine) -> None:
+    def __init__(self, settings, engine, capture: bool = False) -> None:
         self.settings, self.engine = settings, engine
+        self.capture = capture  # also run the daemon's local capture (settings.mic), as `serve --mic` does
         self.port = 0
         self.url = ""
         self.server = None
@@ -46,6 +47,10 @@ class ThreadedDaemon:
             self._stop = asyncio.Event()
             async with running_server(self.settings, self.engine, port=self.port) as server:
                 self.server = server
+                if self.capture:
+                    from streamer.daemon.mic import start_capture
+
+                    server.background.append(await start_capture(server, self.settings.mic))
                 self.port = server.port
                 self.url = server.url
                 ready.set()
