@@ -312,3 +312,26 @@ async def test_shutdown_flushes_live_sessions():
         assert (await http_get(server.http_url + "/healthz"))[0] in (0, 503) if False else True
     assert result.events[-1]["type"] == "end" and result.close_code == 1001
     assert result.committed == expected(5.0)
+
+
+async def test_tls_serves_wss(tmp_path):
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl binary not found: cannot make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    cfg = settings(**{"server.certfile": str(cert), "server.keyfile": str(key)})
+    client_ssl = ssl.create_default_context(cafile=str(cert))
+    async with running_server(cfg, scripted()) as server:
+        assert server.url.startswith("wss://")
+        async with connect(server.url + "/v1/listen", ssl=client_ssl) as ws:
+            await ws.send('{"type": "start"}')
+            await ws.send(pcm16(1.5))
+            await ws.send('{"type": "stop"}')
+            result = await collect(ws)
+    assert result.committed == expected(1.5) and result.close_code == 1000

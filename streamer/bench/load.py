@@ -18,6 +18,7 @@ import logging
 import platform
 import resource
 import statistics
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -210,6 +211,7 @@ def run(args: argparse.Namespace) -> int:
         audio = audio[: int(args.seconds * 16000)]
     segments = load_segments(wav, args.seconds)
     engine = load_engine(settings.engine)
+    sys.setswitchinterval(0.001)  # as `streamer serve` does
     results = []
     for n in counts:
         log.info("load level N=%d: %d clients x %.0f s", n, n, len(audio) / 16000)

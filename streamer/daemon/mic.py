@@ -144,6 +144,11 @@ def negotiate_rate(sd: Any, device: int | str | None, channels: int) -> int:
     raise CaptureError(f"device {info['name']!r} accepts none of the sample rates {rates}")
 
 
+def check_device(config: MicConfig) -> DeviceChoice:
+    """Fail fast (before a model loads for seconds) when the configured device cannot be opened."""
+    return resolve_device(config.device, config.source, list_devices(import_sounddevice()))
+
+
 # --------------------------------------------------------------------------- file stream
 class FileInputStream:
     """A PortAudio-free input stream that plays a WAV file into the capture callback.
@@ -397,6 +402,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--source", choices=("mic", "monitor"), help="microphone, or the monitor of an output "
                         "device (system audio via PulseAudio/PipeWire)")
     parser.add_argument("--file", help="capture from a WAV file instead of a device (real-time paced)")
+    parser.add_argument("--speed", type=float, default=1.0, help="with --file: pace relative to real time "
+                        "(0 = as fast as possible)")
     parser.add_argument("--config", default=None, help="profile in configs/ (cpu, gpu) or a TOML path")
     parser.add_argument("--model", help="engine.model")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
@@ -420,7 +427,7 @@ def run_cli(args: argparse.Namespace) -> int:
     except (CaptureError, ConfigError) as exc:
         print(f"streamer mic: {exc}", file=sys.stderr)
         return 2
-    factory = FileInputStream.factory(args.file) if args.file else None
+    factory = FileInputStream.factory(args.file, args.speed) if args.file else None
     try:
         return asyncio.run(_run_cli(settings, factory))
     except CaptureError as exc:
@@ -435,6 +442,8 @@ async def _run_cli(settings: Settings, factory: StreamFactory | None) -> int:
 
     from streamer.engine.loader import load_engine
 
+    if factory is None:
+        check_device(settings.mic)
     engine = await asyncio.get_running_loop().run_in_executor(None, load_engine, settings.engine)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

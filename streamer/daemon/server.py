@@ -17,6 +17,7 @@ import logging
 import mimetypes
 import signal
 import ssl
+import sys
 import time
 import uuid
 from collections import deque
@@ -642,6 +643,15 @@ def run_cli(args: argparse.Namespace) -> int:
 
 async def serve_forever(settings: Settings, *, capture: bool = False, engine: Engine | None = None) -> int:
     """Run until SIGTERM/SIGINT, then shut down gracefully and return 0."""
+    if capture:
+        from streamer.daemon.mic import CaptureError, check_device
+
+        try:
+            check_device(settings.mic)
+        except CaptureError as exc:
+            log.error("%s", exc)
+            return 1
+    sys.setswitchinterval(0.001)  # hand the GIL back to the event loop sooner while threads decode
     server = StreamerServer(settings)
     await server.start()
     stop = asyncio.Event()
