@@ -15,6 +15,7 @@ from streamer_clients.subtitles import parse_srt
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 CHROMIUM = "/usr/bin/chromium"
+WEB = Path(__file__).resolve().parents[2] / "clients" / "web"
 JFK = "and so my fellow americans ask not what your country can do for you ask what you can do for your country"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -22,18 +23,26 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--use-fake-device-for-media-stream"]
 
 
-@pytest.fixture
-def browser(jfk_wav: Path, tmp_path: Path):
-    """Debian's Chromium whose fake capture device plays the JFK clip once."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
+def launch(pw, *extra: str):
+    """Debian's Chromium, headless, with a fresh temporary profile (Playwright makes one per launch)."""
     if not Path(CHROMIUM).exists():
         need("chromium")
+    return pw.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *extra], headless=True)
+
+
+@pytest.fixture
+def playwright():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
     with sync_api.sync_playwright() as pw:
-        # Playwright gives every launch a fresh temporary profile (it refuses --user-data-dir here).
-        args = [*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={jfk_wav}%noloop"]
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
-        yield browser
-        browser.close()
+        yield pw
+
+
+@pytest.fixture
+def browser(playwright, jfk_wav: Path):
+    """Chromium whose fake capture device plays the JFK clip once."""
+    browser = launch(playwright, f"--use-file-for-fake-audio-capture={jfk_wav}%noloop")
+    yield browser
+    browser.close()
 
 
 def test_page_captions_microphone_and_downloads(daemon: ThreadedDaemon, browser, tmp_path: Path,
@@ -103,3 +112,21 @@ def test_page_listen_only_follows_a_source(daemon: ThreadedDaemon, browser, jfk_
     page.wait_for_function("/country/i.test(document.querySelector('#transcript').innerText)", timeout=40000)
     sender.join(60)
     page.click("#stop")
+
+
+def test_page_and_python_cut_the_same_subtitles(playwright) -> None:
+    """transcript.js (downloads in the page) and streamer_clients.subtitles (captions --output) agree."""
+    from streamer_clients import subtitles
+    from streamer_clients.client import Word
+
+    words = [Word(" Hello", 0.0, 0.4), Word(" there.", 0.5, 0.9), Word(" After", 1.0, 1.3), Word(" a", 1.4, 1.5),
+             Word(" long", 4.0, 4.4)] + [Word(f" w{i}", 5 + i * 0.3, 5.2 + i * 0.3) for i in range(30)]
+    browser = launch(playwright)
+    try:
+        page = browser.new_page()
+        page.set_content(f"<script>{(WEB / 'transcript.js').read_text()}</script>")
+        data = [{"word": w.word, "start": w.start, "end": w.end} for w in words]
+        for fn, py in (("toSrt", subtitles.to_srt), ("toVtt", subtitles.to_vtt), ("toTxt", subtitles.to_txt)):
+            assert page.evaluate(f"(w) => Subtitles.{fn}(w)", data) == py(words), fn
+    finally:
+        browser.close()
