@@ -186,18 +186,22 @@ async def test_backpressure_bounds_pending_audio_and_keeps_every_word():
 
 async def test_client_that_never_reads_is_dropped():
     rng = random.Random(4)  # incompressible, so the hallucination guards let the words through
-    huge = [Word(" " + "".join(rng.choices(string.ascii_letters, k=200000)), w.start, w.end) for w in WORDS]
+    huge = [Word(" " + "".join(rng.choices(string.ascii_letters, k=20000)), w.start, w.end) for w in WORDS]
     cfg = settings(**{"server.send_queue": 4})
     async with running_server(cfg, scripted(huge)) as server:
+        for listening in server._ws_server.sockets:  # accepted sockets inherit a small send buffer
+            listening.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect(("127.0.0.1", server.port))
-        async with connect(server.url + "/v1/listen", sock=sock, max_queue=1, max_size=None) as ws:
+        audio = pcm16(12.0)
+        async with connect(server.url + "/v1/listen", sock=sock, max_queue=1, max_size=None,
+                           close_timeout=0.5) as ws:
             await ws.send('{"type": "start"}')
             try:
-                for i in range(0, 12 * 32000, 3200):
-                    await ws.send(pcm16(12.0)[i:i + 3200])
-                    await asyncio.sleep(0.002)
+                for i in range(0, len(audio), 3200):
+                    await ws.send(audio[i:i + 3200])
+                    await asyncio.sleep(0.01)  # 10x real time: one update (a huge event) per 0.5 s of audio
             except Exception:
                 pass  # the server may drop us mid-send
             for _ in range(200):

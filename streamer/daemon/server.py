@@ -121,13 +121,27 @@ class Outbox:
             pass
 
     async def finish(self, timeout: float = 10.0) -> None:
-        """Flush and close (normal close unless one was already asked for)."""
+        """Flush and close (normal close unless one was already asked for).
+
+        Incoming frames are read and dropped meanwhile: a client still sending would otherwise
+        fill the receive queue, reading would pause, and its close frame would never be seen.
+        """
         self.close(Close(CLOSE_NORMAL, ""))
+        drain = asyncio.ensure_future(self._discard_incoming())
         try:
             await asyncio.wait_for(asyncio.shield(self._task), timeout)
         except (asyncio.TimeoutError, asyncio.CancelledError):
             self._task.cancel()
             self.ws.transport.abort()
+        finally:
+            drain.cancel()
+
+    async def _discard_incoming(self) -> None:
+        try:
+            while True:
+                await self.ws.recv()
+        except Exception:  # closed, or a concurrent reader: either way nothing left to drain
+            pass
 
     @property
     def done(self) -> bool:
@@ -469,6 +483,7 @@ class StreamerServer:
             shutdown.cancel()
             if recv is not None:
                 recv.cancel()
+                await asyncio.gather(recv, return_exceptions=True)
 
     async def _on_message(self, session: Session, message: str | bytes) -> None:
         """Parse and feed on the core thread (resampling and VAD never run on the loop)."""
@@ -547,6 +562,7 @@ class StreamerServer:
                 done, _ = await asyncio.wait({recv, shutdown}, return_when=asyncio.FIRST_COMPLETED)
                 if shutdown in done or recv not in done:
                     recv.cancel()
+                    await asyncio.gather(recv, return_exceptions=True)
                     return
                 if recv.exception() is not None:
                     return
