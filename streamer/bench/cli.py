@@ -1,4 +1,4 @@
-"""``streamer bench {engine,stream,load}``: every speed or quality claim comes from one of these.
+"""``streamer bench {engine,align,stream,load}``: every speed or quality claim comes from one of these.
 
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
 ``run(args) -> int``. They are imported only when their subcommand runs, so one missing or
@@ -15,13 +15,14 @@ log = logging.getLogger(__name__)
 
 BENCHES = {
     "engine": ("streamer.bench.engine", "offline decode speed and accuracy of the engine"),
+    "align": ("streamer.bench.align", "accuracy of word times against sentence boundaries"),
     "stream": ("streamer.bench.stream", "streaming quality and latency of one real-time stream"),
     "load": ("streamer.bench.load", "N concurrent real-time clients against the daemon"),
 }
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("bench", help="benchmarks (engine, stream, load)",
+    parser = subparsers.add_parser("bench", help="benchmarks (engine, align, stream, load)",
                                    description="Benchmarks that print medians and the machine they ran on.")
     benches = parser.add_subparsers(dest="bench", metavar="BENCH")
     for name, (module, help_text) in BENCHES.items():
