@@ -53,7 +53,14 @@ def _window(seconds: float) -> np.ndarray:
 def time_streamer(model: str, quantize: str, window: np.ndarray, tokens: int, runs: int, threads: int) -> dict:
     from streamer.engine.loader import load_engine
 
-    engine = load_engine(model=model, quantize=quantize, max_new_tokens=tokens, threads=threads)
+    compiled = quantize == "compiled"
+    engine = load_engine(model=model, quantize="none" if compiled else quantize, max_new_tokens=tokens,
+                         threads=threads)
+    if compiled:  # the CUDA path's static cache + inductor step, tried on the CPU (no CUDA graphs here)
+        from streamer.engine.gpu import CompiledDecoder
+
+        engine.compiled = CompiledDecoder(engine.decoder, engine.tokens, [1], engine.device, engine.dtype,
+                                          backend="inductor", mode=None)
     request = DecodeRequest(window, language="en")
     engine.decode(request)  # warm
     totals, encs, decs, counts = [], [], [], []
@@ -119,7 +126,8 @@ def time_faster_whisper(model: str, window: np.ndarray, tokens: int, runs: int, 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", default="base,tiny.en", help="comma-separated embedded models")
-    parser.add_argument("--quantize", default="int8,none", help="CPU variants to time: int8, none (fp32)")
+    parser.add_argument("--quantize", default="int8,none",
+                        help="CPU variants to time: int8, none (fp32), compiled (fp32 + static cache + inductor)")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--window", type=float, default=30.0, help="seconds of speech in the window")
     parser.add_argument("--tokens", type=int, default=48, help="tokens each decode produces")
