@@ -40,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="write the transcript at the end: .txt, .srt, .vtt or .jsonl (repeatable)")
     p.add_argument("--language", help="language code (default: detect)")
     p.add_argument("--task", choices=["transcribe", "translate"], default="transcribe")
+    p.add_argument("--publish", metavar="NAME",
+                   help="also show these captions to listen-only clients at /v1/captions?source=NAME")
     raw = p.add_argument_group("raw audio on stdin (ignored when stdin carries a WAV header)")
     raw.add_argument("--rate", type=int, default=16000, help="sample rate (default 16000)")
     raw.add_argument("--encoding", choices=["pcm_s16le", "pcm_f32le"], default="pcm_s16le")
@@ -79,7 +81,7 @@ async def run(args: argparse.Namespace, endpoint: Endpoint) -> Transcript:
     renderer = make_renderer(args.quiet, sys.stdout)
     session = LiveSession(endpoint, params, on_update=renderer.update,
                           on_state=renderer.state if not args.quiet else _state_to_log,
-                          max_retries=None if args.mic else 8)
+                          max_retries=None if args.mic else 8, source=args.publish)
     try:
         return await session.run(chunks)
     finally:

@@ -99,7 +99,7 @@ class MicCapture(_Capture):
         try:
             info = sd.query_devices(device, "input")
         except (ValueError, sd.PortAudioError) as exc:
-            raise CaptureError(f"no usable input device {device!r}: {exc} (list them with "
+            raise CaptureError(f"no usable input device ({device if device is not None else 'default'}): {exc} (list them with "
                                "`python -m sounddevice`)") from exc
         rate = int(sample_rate or info["default_samplerate"])
         super().__init__(rate)
