@@ -88,3 +88,20 @@ def test_survives_a_daemon_restart(daemon: ThreadedDaemon, jfk_wav: Path) -> Non
     assert proc.returncode == 0, err
     assert "reconnect" in err.lower(), err
     assert "country" in out.lower(), out
+
+
+def test_token_required_and_wrong_token_fails_fast(daemon_engine, jfk_wav: Path) -> None:
+    from client_helpers import client_settings
+
+    daemon = ThreadedDaemon(client_settings(**{"server.token": "s3cret"}), daemon_engine).start()
+    try:
+        started = time.monotonic()
+        bad = captions(daemon, "--fast", "-q", "--token", "wrong", str(jfk_wav))
+        assert bad.returncode == 1 and "401" in bad.stderr, bad.stderr
+        assert time.monotonic() - started < 15  # no pointless retries on a wrong token
+        good = subprocess.run([sys.executable, "-m", "streamer", "captions", "--url", daemon.url, "--fast", "-q",
+                               str(jfk_wav)], capture_output=True, text=True, timeout=60,
+                              env=streamer_env(STREAMER_TOKEN="s3cret"))
+        assert good.returncode == 0 and "country" in good.stdout.lower(), good.stderr
+    finally:
+        daemon.stop()

@@ -130,3 +130,24 @@ def test_page_and_python_cut_the_same_subtitles(playwright) -> None:
             assert page.evaluate(f"(w) => Subtitles.{fn}(w)", data) == py(words), fn
     finally:
         browser.close()
+
+
+def test_page_reconnects_after_a_daemon_restart_and_uses_the_token(daemon_engine, playwright) -> None:
+    """Token from ?token=, connection state shown, and backoff reconnect when the daemon comes back."""
+    from client_helpers import ThreadedDaemon, client_settings
+
+    daemon = ThreadedDaemon(client_settings(**{"server.token": "s3cret"}), daemon_engine).start()
+    browser = launch(playwright)
+    try:
+        page = browser.new_page()
+        page.goto(daemon.http_url + "/?mode=listen&token=s3cret")
+        page.click("#start")
+        page.wait_for_function("document.querySelector('#state').dataset.state === 'connected'", timeout=15000)
+        daemon.stop()
+        page.wait_for_function("document.querySelector('#state').dataset.state === 'reconnecting'", timeout=15000)
+        assert "retry in" in page.inner_text("#state")
+        daemon.start()
+        page.wait_for_function("document.querySelector('#state').dataset.state === 'connected'", timeout=30000)
+    finally:
+        browser.close()
+        daemon.stop()
