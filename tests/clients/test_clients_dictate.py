@@ -65,3 +65,20 @@ def test_push_to_talk_types_only_while_the_key_is_held(daemon: ThreadedDaemon, t
     typed = text_box()
     assert "dictation" in typed.lower(), typed
     assert "thank" not in typed.lower(), typed
+
+
+def test_pause_key_resumes_a_paused_dictation(daemon: ThreadedDaemon, text_box) -> None:
+    """Started paused; F8 resumes after the first sentence, so only the second one is typed."""
+    proc = dictate(daemon, "--speed", "1", "--start-paused", "--pause-key", "F8")
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "capturing" in line:
+            break
+    time.sleep(3.4)
+    subprocess.run(["xdotool", "key", "F8"], check=True)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    wait_for(text_box, 10, what="typed text")
+    time.sleep(0.5)
+    typed = text_box().lower()
+    assert "thank" in typed and "dictation" not in typed, typed
