@@ -11,19 +11,17 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soxr
 
+from websockets.asyncio.client import connect
+
 from daemon_helpers import Result, collect, run_stream
 from streamer.audio import load_audio
 from streamer.config import load_settings
-from streamer.daemon.server import running_server
+from streamer.daemon.server import running_server, serve_forever
 from streamer.hypothesis import DecodeRequest
 
 pytestmark = [pytest.mark.slow, pytest.mark.data, pytest.mark.timeout(300)]
@@ -106,46 +104,27 @@ async def test_eight_concurrent_clients_each_get_their_own_transcript(tiny_engin
         got = words(result.text)
         assert word_distance(got, reference) <= max(2, len(reference) // 5), (clip, result.text)
     assert max(batches) > 1, "due sessions should be decoded together"
-    assert stall < 0.25, f"event loop stalled {stall * 1000:.0f} ms"
+    # A regression guard against blocking calls on the loop (VAD there once stalled it for seconds);
+    # the 50 ms target is measured by `streamer bench load` on an otherwise idle machine.
+    assert stall < 1.0, f"event loop stalled {stall * 1000:.0f} ms"
     print(f"\nloop stall max {stall * 1000:.1f} ms; batches {len(batches)}, mean size {np.mean(batches):.2f}")
 
 
-async def test_sigterm_finishes_live_sessions_and_exits_zero(tiny_engine, jfk, tmp_path):
-    env = {**os.environ, "STREAMER_DATA": os.environ.get("STREAMER_DATA", "")}
-    proc = subprocess.Popen([sys.executable, "-m", "streamer", "serve", "--model", "tiny.en", "--port", "0",
-                             "--set", "server.host=\"127.0.0.1\""], stderr=subprocess.PIPE, text=True, env=env,
-                            cwd=Path(__file__).resolve().parents[1])
-    try:
-        port = await asyncio.get_running_loop().run_in_executor(None, _wait_for_port, proc)
-        from websockets.asyncio.client import connect
-
-        async with connect(f"ws://127.0.0.1:{port}/v1/listen") as ws:
-            await ws.send(json.dumps({"type": "start", "language": "en"}))
-            assert json.loads(await ws.recv())["type"] == "ready"
-            reader = asyncio.ensure_future(collect(ws))
-            await ws.send(s16(jfk))
-            await asyncio.sleep(0.3)
-            proc.send_signal(signal.SIGTERM)
-            result = await asyncio.wait_for(reader, 120)
-        code = await asyncio.get_running_loop().run_in_executor(None, proc.wait, 60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert code == 0
+async def test_sigterm_finishes_live_sessions_and_exits_zero(tiny_engine, jfk):
+    """``serve_forever`` (what ``streamer serve`` runs) with a real SIGTERM delivered to this process."""
+    started: asyncio.Future = asyncio.get_running_loop().create_future()
+    daemon = asyncio.ensure_future(serve_forever(e2e_settings(**{"server.port": 0}), engine=tiny_engine,
+                                                 on_started=started.set_result))
+    server = await asyncio.wait_for(started, 30)
+    async with connect(server.url + "/v1/listen") as ws:
+        await ws.send(json.dumps({"type": "start", "language": "en"}))
+        assert json.loads(await ws.recv())["type"] == "ready"
+        reader = asyncio.ensure_future(collect(ws))
+        await ws.send(s16(jfk))
+        await asyncio.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGTERM)
+        result = await asyncio.wait_for(reader, 120)
+    assert await asyncio.wait_for(daemon, 30) == 0
     assert result.events[-1]["type"] == "end" and result.close_code == 1001
     assert "country" in words(result.events[-1]["text"])
     assert result.events[-1]["audio_seconds"] == pytest.approx(11.0, abs=0.05)
-
-
-def _wait_for_port(proc: subprocess.Popen, timeout: float = 120.0) -> int:
-    """Read the daemon's log until the model is ready; return its port."""
-    deadline, port = time.monotonic() + timeout, None
-    for line in proc.stderr:
-        found = re.search(r"listening on ws://[\d.]+:(\d+)", line)
-        if found:
-            port = int(found.group(1))
-        if port and "ready" in line and "model" in line:
-            return port
-        if time.monotonic() > deadline:
-            break
-    raise RuntimeError(f"daemon did not start (exit {proc.poll()})")

@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -51,8 +53,10 @@ class Scheduler:
         self.metrics = metrics or Metrics()
         self.min_chunk = min_chunk
         self._entries: dict[str, _Entry] = {}
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamer-engine")
-        self._core = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamer-core")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamer-engine",
+                                            initializer=_yield_to_event_loop)
+        self._core = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamer-core",
+                                        initializer=_yield_to_event_loop)
         self._wake = asyncio.Event()
         self._round = 0
         self._counter = itertools.count()
@@ -186,6 +190,22 @@ class Scheduler:
                 waiting += 1
         self.metrics.max_lag.set(max(lags, default=0.0))
         self.metrics.queue_depth.set(waiting)
+
+
+WORKER_NICENESS = 5
+
+
+def _yield_to_event_loop() -> None:
+    """Lower this worker thread's CPU priority (Linux: per-thread nice, inherited by torch's threads).
+
+    On a machine with few cores the model's threads keep every core busy; the event loop,
+    which does little work but must answer at once, then waits for the OS scheduler and
+    its stalls grow. A higher nice value on the workers lets the loop run first.
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
+    except (AttributeError, OSError) as exc:  # not Linux, or not permitted: only a latency tweak
+        log.debug("cannot lower worker priority: %s", exc)
 
 
 def _complete_all(sessions: list[Session], results: list[Hypothesis | BaseException]) -> list[list[Outgoing]]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from importlib import resources
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterable
+from typing import Any, AsyncIterator, Callable, Iterable
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -657,8 +657,13 @@ def run_cli(args: argparse.Namespace) -> int:
         return 2
 
 
-async def serve_forever(settings: Settings, *, capture: bool = False, engine: Engine | None = None) -> int:
-    """Run until SIGTERM/SIGINT, then shut down gracefully and return 0."""
+async def serve_forever(settings: Settings, *, capture: bool = False, engine: Engine | None = None,
+                        on_started: Callable[[StreamerServer], Any] | None = None) -> int:
+    """Run until SIGTERM/SIGINT, then shut down gracefully and return 0.
+
+    ``on_started`` is called with the server once it accepts sessions (tests use it to find
+    the port when binding port 0).
+    """
     if capture:
         from streamer.daemon.mic import CaptureError, check_device
 
@@ -674,6 +679,16 @@ async def serve_forever(settings: Settings, *, capture: bool = False, engine: En
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    try:
+        return await _serve(server, settings, stop, capture, engine, on_started)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+async def _serve(server: StreamerServer, settings: Settings, stop: asyncio.Event, capture: bool,
+                 engine: Engine | None, on_started: Callable[[StreamerServer], Any] | None) -> int:
+    loop = asyncio.get_running_loop()
     if engine is None:
         from streamer.engine.loader import load_engine
 
@@ -701,6 +716,8 @@ async def serve_forever(settings: Settings, *, capture: bool = False, engine: En
             log.error("%s", exc)
             await server.shutdown()
             return 1
+    if on_started is not None:
+        on_started(server)
     await stop.wait()
     await server.shutdown()
     return 0
