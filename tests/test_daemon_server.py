@@ -358,3 +358,44 @@ def test_bench_subcommands_import_lazily(capsys):
     with pytest.raises(SystemExit) as info:
         main(["bench", "load", "--help"])
     assert info.value.code == 0 and "--clients" in capsys.readouterr().out
+
+
+class BatchCostEngine:
+    """A scripted engine whose batched call costs a fixed time whatever its size (like a GPU)."""
+
+    name = "batch-cost"
+
+    def __init__(self, words, cost: float) -> None:
+        self.inner, self.cost, self.sizes = scripted(words), cost, []
+
+    def decode(self, request):
+        return self.decode_batch([request])[0]
+
+    def decode_batch(self, requests):
+        time.sleep(self.cost)
+        self.sizes.append(len(requests))
+        return [self.inner.decode(r) for r in requests]
+
+
+async def test_overload_degrades_every_stream_evenly():
+    """Six streams at 4x real time, an engine that cannot keep up at batch size 2: all slow down alike."""
+    engine = BatchCostEngine(WORDS, cost=0.12)
+    cfg = settings(**{"server.max_batch": 2, "stream.min_chunk": 0.3})
+    async with running_server(cfg, engine) as server:
+        lags: dict[str, float] = {}
+
+        async def watch():
+            while True:
+                for sid, live in server.live.items():
+                    lags[sid] = max(lags.get(sid, 0.0), live.session.lag)
+                await asyncio.sleep(0.01)
+
+        watcher = asyncio.ensure_future(watch())
+        results = await asyncio.gather(*(run_stream(server.url, pcm16(8.0), {}, frame=3200, pace=0.025)
+                                         for _ in range(6)))
+        watcher.cancel()
+    updates = [len(r.of("transcript")) for r in results]
+    assert all(r.committed == expected(8.0) for r in results)
+    assert max(engine.sizes) == 2
+    assert max(updates) - min(updates) <= 2, updates          # fair: same number of updates each
+    assert max(lags.values()) - min(lags.values()) < 1.0, lags  # and the same lag, not one starving
