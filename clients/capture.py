@@ -1,6 +1,6 @@
 """Audio sources for the desktop clients, all yielding pcm_f32le mono bytes as an async iterator.
 
-The microphone and the WAV stand-in share one path: a thread calls ``_Capture.push`` with float32
+The microphone and the WAV stand-in share one path: a thread calls ``ThreadCapture.push`` with float32
 blocks (PortAudio's callback thread for the mic, a paced reader thread for a WAV), and the event
 loop drains a queue. That is what lets tests and ``--file`` exercise exactly the code a live
 microphone runs, on machines without any audio device.
@@ -26,7 +26,7 @@ class CaptureError(RuntimeError):
     """No usable audio input; the message says what to install or choose."""
 
 
-class _Capture:
+class ThreadCapture:
     """Thread-fed capture: blocks arrive from another thread, the event loop reads them."""
 
     def __init__(self, sample_rate: int, max_queue_seconds: float = 30.0) -> None:
@@ -91,7 +91,7 @@ class _Capture:
             self.close()
 
 
-class MicCapture(_Capture):
+class MicCapture(ThreadCapture):
     """A PortAudio input stream (sounddevice) at the device's native rate."""
 
     def __init__(self, device: str | int | None = None, sample_rate: int | None = None) -> None:
@@ -133,7 +133,7 @@ def _sounddevice() -> Any:
     return sounddevice
 
 
-class WavCapture(_Capture):
+class WavCapture(ThreadCapture):
     """A WAV file played into the capture path at ``speed`` times real time (0 = as fast as possible)."""
 
     def __init__(self, path: str | Path, speed: float = 1.0, block_seconds: float = 0.05,

@@ -204,8 +204,8 @@ async def subscribe(endpoint: Endpoint, on_event: Callable[[dict[str, Any]], Non
         try:
             async with await open_ws(endpoint, "/v1/captions", source=source, session=session) as ws:
                 notify(State.CONNECTED, endpoint.url)
+                backoff.reset()  # the next loss starts again from the shortest delay
                 await _pump_events(ws, on_event, stop)
-                backoff.reset()
         except websockets.exceptions.ConnectionClosedOK:
             if session:  # a session subscription closes normally after that session's end
                 notify(State.CLOSED, "session ended")

@@ -15,7 +15,7 @@ import sys
 from collections.abc import AsyncIterator
 
 from streamer_clients import client
-from streamer_clients.capture import CaptureError, MicCapture, WavCapture, _Capture
+from streamer_clients.capture import CaptureError, MicCapture, WavCapture, ThreadCapture
 from streamer_clients.client import Endpoint, LiveSession, StartParams, State, Transcript, Word
 from streamer_clients.punctuation import SpokenPunctuation
 from streamer_clients.typer import BACKENDS, Typer, TyperError
@@ -60,7 +60,7 @@ class Gate:
     session is still connecting) and discarded at the source while nobody listens.
     """
 
-    def __init__(self, push_to_talk: bool, capture: _Capture, paused: bool = False) -> None:
+    def __init__(self, push_to_talk: bool, capture: ThreadCapture, paused: bool = False) -> None:
         self.push_to_talk = push_to_talk
         self.capture = capture
         self.held = False
@@ -89,7 +89,7 @@ class Gate:
         self.changed.clear()
 
 
-async def gated_chunks(capture: _Capture, gate: Gate, ended: asyncio.Event) -> AsyncIterator[bytes]:
+async def gated_chunks(capture: ThreadCapture, gate: Gate, ended: asyncio.Event) -> AsyncIterator[bytes]:
     """Audio while the gate stays open (plus what was captured before it closed); ends when it
     closes or the source runs dry."""
     while gate.open:
@@ -129,7 +129,7 @@ class Dictation:
         log.info("daemon %s %s", state.value, detail)
 
 
-def make_capture(args: argparse.Namespace) -> _Capture:
+def make_capture(args: argparse.Namespace) -> ThreadCapture:
     if args.file:
         return WavCapture(args.file, speed=args.speed, tail_silence=1.0)
     device = int(args.mic) if args.mic and args.mic.isdigit() else args.mic
@@ -165,7 +165,7 @@ async def dictate(args: argparse.Namespace, endpoint: Endpoint) -> str:
     return typer.typed
 
 
-async def _wait_open(capture: _Capture, gate: Gate, ended: asyncio.Event) -> None:
+async def _wait_open(capture: ThreadCapture, gate: Gate, ended: asyncio.Event) -> None:
     """While closed, wait for the gate, noticing when a (paused) file source reaches its end."""
     read = asyncio.ensure_future(capture.read())
     change = asyncio.ensure_future(gate.wait_change())

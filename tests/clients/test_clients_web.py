@@ -4,7 +4,6 @@ the page, the page streams it to a real daemon (tiny.en), and the captions and d
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
