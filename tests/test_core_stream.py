@@ -116,6 +116,7 @@ def test_long_pause_is_cut_out_of_the_buffer():
     engine = ScriptedEngine(lambda r: Hypothesis((), "en", -0.2, 0.01, 1.0))
     cfg = StreamConfig(end_silence=3.0, speech_pad=0.2, min_chunk=5.0)
     proc = StreamProcessor(cfg, ScriptedDetector([(1.0, 2.2), (5.0, 6.2)]))
+    proc.pause_commit = 0  # no decode at the pause: one final decode of the whole utterance
     stream(proc, engine, noise(9.5))
     final = engine.calls[-1]
     # one utterance (pause 2.8 s < end_silence); the 2.8 s pause keeps only 2 x pad
@@ -136,6 +137,7 @@ def test_timemap_maps_words_across_a_cut_pause():
 
     proc = StreamProcessor(StreamConfig(end_silence=4.0, min_chunk=5.0, speech_pad=0.2),
                            ScriptedDetector([(1.0, 1.8), (5.0, 5.8)]))
+    proc.pause_commit = 0
     stream(proc, ScriptedEngine(script), noise(11.0))
     assert len(seen) == 1
     # window = [0.77, 2.02) (speech 1.0-1.8 with ~0.22 s pads), then the cut, then [4.77, ...)
@@ -250,6 +252,7 @@ def test_no_speech_hypothesis_commits_nothing_and_resets_prompt():
 
     cfg = StreamConfig(end_silence=0.5, min_chunk=10)
     proc = StreamProcessor(cfg, ScriptedDetector([(1.0, 2.0), (4.0, 5.0), (7.0, 8.0)]))
+    proc.pause_commit = 0
     stream(proc, ScriptedEngine(script), noise(10.0))
     assert proc.committed_text == "Hello there. Again"
     assert calls[1].prompt == "Hello there."
@@ -289,7 +292,7 @@ def test_high_compression_ratio_is_rejected():
     engine = ScriptedEngine(lambda r: hypothesis(Word(" la", 0.2, 0.4), compression_ratio=3.1))
     proc = StreamProcessor(StreamConfig(min_chunk=10), ScriptedDetector([(1.0, 2.5)]))
     stream(proc, engine, noise(4.0))
-    assert proc.committed_text == "" and len(engine.calls) == 1
+    assert proc.committed_text == "" and len(engine.calls) == 2   # at the pause, and the final one
 
 
 def test_words_in_vad_nonspeech_are_dropped():
@@ -338,3 +341,27 @@ def test_language_and_task_reach_the_engine():
     proc = StreamProcessor(StreamConfig(use_vad=False), language="de", task="translate")
     stream(proc, engine, noise(3.0))
     assert {(c.language, c.task) for c in engine.calls} == {("de", "translate")}
+
+
+def test_pause_commits_the_words_before_it_without_waiting_for_agreement():
+    """Speech 1.0-3.0, a 0.3 s pause (shorter than end_silence), speech again."""
+    words = timeline(5, start=1.0) + timeline(4, start=3.3, prefix="v")
+    engine = ScriptedEngine(timeline_script(words))
+    proc = StreamProcessor(StreamConfig(min_chunk=5.0, end_silence=0.5), ScriptedDetector([(0.95, 2.95),
+                                                                                        (3.25, 4.95)]))
+    stream(proc, engine, noise(3.2), finish=False)
+    # one decode, at the pause, committed all five words on its own (min_chunk 5 s never came due)
+    assert len(engine.calls) == 1
+    assert [w.word.strip() for w in proc.committed_words] == [f"w{i}" for i in range(5)]
+    stream(proc, engine, noise(2.5), finish=False)    # speech resumes, ends; 5.0-5.7 s silence
+    assert [w.word.strip() for w in proc.committed_words][5:] == [f"v{i}" for i in range(4)]
+    calls = len(engine.calls)
+    stream(proc, engine, noise(1.0))                   # utterance closes: already settled, no final decode
+    assert len(engine.calls) == calls and proc.done
+
+
+def test_pause_decode_is_not_triggered_by_a_blip():
+    engine = ScriptedEngine(timeline_script([Word(" uh", 1.0, 1.1)]))
+    proc = StreamProcessor(StreamConfig(), ScriptedDetector([(1.0, 1.1)]))
+    stream(proc, engine, noise(3.0))
+    assert engine.calls == []

@@ -111,13 +111,22 @@ class LocalAgreement:
         self._tails = []
         return new
 
-    def commit_until(self, words: Sequence[Word], until: float) -> list[Word]:
-        """Commit the new words that end by ``until`` (forced, when the buffer hits its cap)."""
+    def commit_until(self, words: Sequence[Word], until: float, *, by_start: bool = False) -> list[Word]:
+        """Commit the leading new words that end by ``until`` (or start before it, ``by_start``).
+
+        Used when a single hypothesis is trusted for part of the window: the first part of a
+        window when the buffer hits its cap, or the words before a pause. The rest stays
+        tentative and becomes the history for the next agreement.
+        """
         tail = new_words_after(self.committed, words)
-        new = [w for w in tail if w.end <= until]
-        new = tail[:len(new)] if new == tail[:len(new)] else []
+        count = 0
+        for w in tail:
+            if (w.start >= until) if by_start else (w.end > until):
+                break
+            count += 1
+        new = tail[:count]
         self.committed.extend(new)
-        self._tails = [tail[len(new):]]
+        self._tails = [tail[count:]]
         return new
 
     def reset_history(self) -> None:

@@ -74,6 +74,18 @@ class SpeechGate:
         self._silence = 0
         return was_open
 
+    @property
+    def pause_samples(self) -> int:
+        """Length of the pause the open utterance is in now (0 while speech goes on)."""
+        return self._silence if self.in_utterance else 0
+
+    @property
+    def pause_start(self) -> float:
+        """Stream time where the current pause began (the end of the last speech span)."""
+        if self._regions and self._regions[-1][1] >= 0:
+            return self._regions[-1][1] / SAMPLE_RATE
+        return self._position / SAMPLE_RATE
+
     def speech_regions(self) -> list[tuple[float, float]]:
         """Speech spans on the stream timeline, in seconds (an open span ends now)."""
         return [(a / SAMPLE_RATE, (b if b >= 0 else self._position) / SAMPLE_RATE) for a, b in self._regions]

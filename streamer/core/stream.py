@@ -45,7 +45,13 @@ log = logging.getLogger(__name__)
 MIN_SPEECH = 0.2        # s of VAD speech below which an utterance is a blip: discarded, never decoded
 BEYOND_END = 0.2        # s: words starting this far past the window's audio are invented
 NONSPEECH_TOLERANCE = 0.1  # s: Whisper's word times are this loose; a word farther from speech is invented
-Kind = Literal["update", "final", "forced"]
+PAUSE_COMMIT = 0.1      # s of VAD pause that triggers a decode committing the words before it (0 = off)
+PAUSE_START_SLACK = 0.05  # s: a word must start this much before the pause to be committed by it
+KEEP_AFTER_TRIM = 0.5   # a trim keeps about this fraction of trim_to (committed audio as context)
+SENTENCE_LOOKBACK = 3.0  # s: a sentence end this far before the ideal cut is preferred to it
+SENTENCE_END = (".", "?", "!", "。", "？", "！")
+MAX_WORD_SECONDS = 0.5  # plus 0.15 s per character: Whisper stretches a window's last word to its end
+Kind = Literal["update", "final", "forced", "pause"]
 
 
 @dataclass
@@ -57,6 +63,8 @@ class _Utterance:
     new_samples: int = 0          # appended since the last request
     closed: bool = False
     speech_samples: int = 0
+    pause_decoded: bool = False   # a decode was requested in the current pause
+    settled: bool = False         # that decode committed everything: nothing left until speech resumes
 
 
 @dataclass
@@ -64,6 +72,7 @@ class _InFlight:
     utterance: _Utterance
     kind: Kind
     timemap: TimeMap
+    pause_start: float = 0.0
 
 
 class StreamProcessor:
@@ -72,6 +81,7 @@ class StreamProcessor:
     def __init__(self, config: StreamConfig, detector: SpeechDetector | None = None, *,
                  language: str | None = None, task: str | None = None) -> None:
         self.config = config
+        self.pause_commit = float(getattr(config, "pause_commit", PAUSE_COMMIT))
         self.language = language if language is not None else config.language
         self.task = task or config.task
         if config.use_vad and detector is None:
@@ -144,7 +154,11 @@ class StreamProcessor:
             log.debug("hypothesis rejected (%s): %r", ",".join(verdict.reasons), hypothesis.text)
         words = self._stream_words(verdict.words, inflight.timemap)
         utterance = inflight.utterance
-        new = self._apply(inflight.kind, utterance, words, verdict.rejected, inflight.timemap)
+        new = self._apply(inflight, words, verdict.rejected)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s [%.2f-%.2f] heard %r -> committed %r, tentative %r", inflight.kind,
+                      inflight.timemap.start, inflight.timemap.end, "".join(w.word for w in words),
+                      "".join(w.word for w in new), "".join(w.word for w in self._agreement.tentative))
         if verdict.suspect:
             self._prompt.reset(len(self._agreement.committed))
         utterance.decoded_until = max(utterance.decoded_until, inflight.timemap.end)
@@ -223,6 +237,8 @@ class StreamProcessor:
         step = self._gate.push(self._position, samples, prob)
         if step.opened:
             self._ensure_open()
+        if self._open is not None and self._gate.pause_samples == 0:
+            self._open.pause_decoded = self._open.settled = False
         for position, chunk in step.append:
             self._append(self._open, position, chunk)
         self._position += samples.size
@@ -250,6 +266,9 @@ class StreamProcessor:
             if blip and not in_flight:
                 log.debug("discarding a %.2f s VAD blip", utterance.speech_samples / SAMPLE_RATE)
                 return
+            if utterance.settled and not in_flight:
+                self._retire(utterance)  # the pause decode already committed all of it
+                return
         self._closed.append(utterance)
 
     # ----------------------------------------------------------------- scheduling
@@ -262,12 +281,26 @@ class StreamProcessor:
             return "forced"
         if utterance.new_samples >= self.config.min_chunk * SAMPLE_RATE:
             return "update"
+        if self._pause_due(utterance):
+            return "pause"
         return None
+
+    def _pause_due(self, utterance: _Utterance) -> bool:
+        """A pause began: decode now, so the words before it can be committed without waiting."""
+        if self._gate is None or self.pause_commit <= 0 or utterance.pause_decoded:
+            return False
+        return (utterance is self._open and utterance.new_samples > 0
+                and self._gate.speech_samples >= MIN_SPEECH * SAMPLE_RATE
+                and self._gate.pause_samples >= self.pause_commit * SAMPLE_RATE)
 
     def _request(self, utterance: _Utterance, kind: Kind) -> DecodeRequest:
         audio, timemap = utterance.buffer.window(self.config.max_buffer)
         utterance.new_samples = 0
-        self._inflight = _InFlight(utterance, kind, timemap)
+        pause_start = 0.0
+        if kind == "pause":
+            utterance.pause_decoded = True
+            pause_start = self._gate.pause_start
+        self._inflight = _InFlight(utterance, kind, timemap, pause_start)
         self.max_window_seconds = max(self.max_window_seconds, audio.size / SAMPLE_RATE)
         prompt = self._prompt.build(self._agreement.committed, before=timemap.start)
         return DecodeRequest(audio=audio, prompt=prompt, language=self.language, task=self.task,
@@ -283,14 +316,15 @@ class StreamProcessor:
             if w.start > length + BEYOND_END or not w.word.strip():
                 continue
             start = timemap.to_stream(w.start)
-            end = max(timemap.to_stream(min(w.end, length)), start)
+            longest = MAX_WORD_SECONDS + 0.15 * len(w.word.strip())
+            end = max(timemap.to_stream(min(w.end, length, w.start + longest)), start)
             out.append(Word(w.word, round(start, 3), round(end, 3), w.probability))
         if self._gate is not None:
             out = drop_nonspeech(out, self._gate.speech_regions(), NONSPEECH_TOLERANCE)
         return out
 
-    def _apply(self, kind: Kind, utterance: _Utterance, words: list[Word], rejected: bool,
-               timemap: TimeMap) -> list[Word]:
+    def _apply(self, inflight: _InFlight, words: list[Word], rejected: bool) -> list[Word]:
+        kind, utterance, timemap = inflight.kind, inflight.utterance, inflight.timemap
         if kind == "final":
             new = self._agreement.commit_all(words)
             self._retire(utterance)
@@ -299,7 +333,11 @@ class StreamProcessor:
             return self._forced(utterance, words, timemap)
         if rejected:
             return []
-        new = self._agreement.insert(words)
+        if kind == "pause":
+            new = self._agreement.commit_until(words, inflight.pause_start - PAUSE_START_SLACK, by_start=True)
+            utterance.settled = not self._agreement.tentative and utterance.pause_decoded
+        else:
+            new = self._agreement.insert(words)
         self._trim(utterance)
         return new
 
@@ -318,15 +356,32 @@ class StreamProcessor:
         return new
 
     def _trim(self, utterance: _Utterance) -> None:
-        """Past ``trim_to`` seconds, cut the buffer at the last committed word inside it."""
+        """Past ``trim_to`` seconds, cut at a committed word boundary, keeping about half of that.
+
+        Some already-committed audio stays as context: a window that starts right at the
+        uncommitted words (often mid-sentence, a second or two long) is where Whisper, small
+        models especially, garbles or drops words. A sentence end is preferred as the cut.
+        """
         buffer = utterance.buffer
-        committed = self._agreement.committed
-        if buffer.seconds <= self.config.trim_to or not committed or committed[-1].end <= buffer.start:
+        if buffer.seconds <= self.config.trim_to:
             return
-        trim_at = committed[-1].end
-        tail = self._agreement.tentative
-        if tail and tail[0].start > trim_at:
-            trim_at = (trim_at + tail[0].start) / 2
+        committed = self._agreement.committed
+        target = buffer.end - self.config.trim_to * KEEP_AFTER_TRIM
+        inside = []  # indices of committed words in the buffer, newest first
+        for i in range(len(committed) - 1, -1, -1):
+            if committed[i].start < buffer.start:
+                break
+            inside.append(i)
+        if not inside:
+            return
+        early = [i for i in inside if committed[i].end <= target] or inside[:1]
+        sentence = [i for i in early if committed[i].end >= target - SENTENCE_LOOKBACK
+                    and committed[i].word.rstrip().endswith(SENTENCE_END)]
+        pick = (sentence or early)[0]
+        following = committed[pick + 1] if pick + 1 < len(committed) else next(iter(self._agreement.tentative), None)
+        trim_at = committed[pick].end
+        if following is not None and following.start > trim_at:
+            trim_at = (trim_at + following.start) / 2
         buffer.trim_before(trim_at)
 
     def _retire(self, utterance: _Utterance) -> None:
