@@ -133,3 +133,32 @@ def test_overlay_command_starts_and_keeps_running(daemon: ThreadedDaemon, xvfb: 
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_caption_subscription_reconnects_after_a_daemon_restart(daemon: ThreadedDaemon) -> None:
+    """What keeps the overlay alive: ``subscribe`` reports the loss and reconnects with backoff."""
+    from streamer_clients.client import State, subscribe
+
+    states: list[State] = []
+    stop_box: list = []
+
+    def follow() -> None:
+        async def main() -> None:
+            stop = asyncio.Event()
+            stop_box.append((asyncio.get_running_loop(), stop))
+            await subscribe(Endpoint(daemon.url), lambda e: None, lambda s, d: states.append(s), source="mic",
+                            stop=stop)
+        asyncio.run(main())
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: State.CONNECTED in states, 15, what="the first connection")
+        daemon.restart()
+        wait_for(lambda: states.count(State.CONNECTED) >= 2, 30, what="the reconnection")
+        assert State.RECONNECTING in states[states.index(State.CONNECTED):]
+    finally:
+        loop, stop = stop_box[0]
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
+    assert states[-1] == State.CLOSED
