@@ -365,3 +365,18 @@ def test_pause_decode_is_not_triggered_by_a_blip():
     proc = StreamProcessor(StreamConfig(), ScriptedDetector([(1.0, 1.1)]))
     stream(proc, engine, noise(3.0))
     assert engine.calls == []
+
+
+def test_cancel_asks_for_the_same_audio_again():
+    engine = ScriptedEngine(timeline_script(timeline(5)))
+    proc = StreamProcessor(StreamConfig(use_vad=False))
+    proc.feed(noise(1.5))
+    first = proc.next_request()
+    proc.cancel()                                   # the engine failed
+    again = proc.next_request()
+    assert again is not None and again.audio.size == first.audio.size and again.offset == first.offset
+    proc.complete(engine.decode(again))
+    proc.finish()
+    proc.finish()                                   # idempotent
+    run_until_idle(proc, engine)
+    assert proc.done

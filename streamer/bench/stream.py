@@ -93,7 +93,8 @@ def load_longform(path: Path, limit: float) -> tuple[np.ndarray, list[dict], str
     from streamer.audio import load_audio
 
     audio = load_audio(path)
-    segments = json.loads(path.with_suffix(".segments.json").read_text())
+    # segments without text (the noise of the silence-and-noise file) are pauses, not sentences
+    segments = [s for s in json.loads(path.with_suffix(".segments.json").read_text()) if s["text"].strip()]
     if limit:  # whole sentences only, cut in the gap after the last one that fits
         kept = [s for s in segments if s["end"] <= limit]
         following = segments[len(kept)] if len(kept) < len(segments) else None

@@ -170,7 +170,9 @@ class StreamProcessor:
     def cancel(self) -> None:
         """Forget the in-flight request (the engine failed); it will be asked for again."""
         if self._inflight is not None:
-            self._inflight.utterance.new_samples = max(self._inflight.utterance.new_samples, 1)
+            utterance = self._inflight.utterance
+            utterance.new_samples = max(utterance.new_samples, int(self.config.min_chunk * SAMPLE_RATE))
+            utterance.pause_decoded = False
         self._inflight = None
 
     def finish(self) -> None:
