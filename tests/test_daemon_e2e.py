@@ -128,3 +128,21 @@ async def test_sigterm_finishes_live_sessions_and_exits_zero(tiny_engine, jfk):
     assert result.events[-1]["type"] == "end" and result.close_code == 1001
     assert "country" in words(result.events[-1]["text"])
     assert result.events[-1]["audio_seconds"] == pytest.approx(11.0, abs=0.05)
+
+
+async def test_captured_audio_reaches_caption_subscribers(tiny_engine, shared_data):
+    """The microphone path with the real model: a WAV through the PortAudio-free input stream."""
+    from streamer.config import MicConfig
+    from streamer.daemon.mic import FileInputStream, start_capture
+
+    async with running_server(e2e_settings(**{"stream.language": "en"}), tiny_engine) as server:
+        async with connect(server.url + "/v1/captions?source=mic") as sub:
+            assert json.loads(await sub.recv())["type"] == "ready"
+            events = asyncio.ensure_future(collect(sub))
+            runner = await start_capture(server, MicConfig(),
+                                         FileInputStream.factory(str(shared_data / "jfk/jfk.wav"), speed=0))
+            await asyncio.wait_for(runner.wait(), 120)
+            await server.shutdown()
+        result = await events
+    assert result.events[-1]["type"] == "end"
+    assert {"ask", "country"} <= set(words(result.text))
