@@ -78,6 +78,9 @@ def main(args: argparse.Namespace) -> int:
 async def run(args: argparse.Namespace, endpoint: Endpoint) -> Transcript:
     """Open the source, stream it, render as events arrive; return the whole transcript."""
     params, chunks = await open_source(args)
+    stop = asyncio.Event()
+    client.finish_on_interrupt(stop.set)
+    chunks = until_set(chunks, stop)
     renderer = make_renderer(args.quiet, sys.stdout)
     session = LiveSession(endpoint, params, on_update=renderer.update,
                           on_state=renderer.state if not args.quiet else _state_to_log,
@@ -86,6 +89,17 @@ async def run(args: argparse.Namespace, endpoint: Endpoint) -> Transcript:
         return await session.run(chunks)
     finally:
         renderer.finish(session.transcript)
+
+
+async def until_set(chunks: AsyncIterator[bytes], stop: asyncio.Event) -> AsyncIterator[bytes]:
+    """The audio until ``stop`` is set; then the source is closed (the microphone released)."""
+    try:
+        async for chunk in chunks:
+            if stop.is_set():
+                return
+            yield chunk
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
 
 
 async def open_source(args: argparse.Namespace) -> tuple[StartParams, AsyncIterator[bytes]]:

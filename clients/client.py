@@ -17,6 +17,8 @@ import json
 import logging
 import os
 import random
+import signal
+import sys
 import tomllib
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
@@ -374,3 +376,22 @@ class LiveSession:
 
 def _sample_width(encoding: str) -> int:
     return {"pcm_s16le": 2, "pcm_f32le": 4}[encoding]
+
+
+def finish_on_interrupt(finish: Callable[[], None], what: str = "finishing") -> None:
+    """First Ctrl+C ends the audio gracefully (``stop``, last words, outputs written); a second quits.
+
+    A microphone session has no natural end, so Ctrl+C is how it ends, and the words spoken just
+    before must not be lost.
+    """
+    loop = asyncio.get_running_loop()
+
+    def on_sigint() -> None:
+        loop.remove_signal_handler(signal.SIGINT)  # the next Ctrl+C raises KeyboardInterrupt
+        print(f"\n[{what}; Ctrl+C again to quit now]", file=sys.stderr, flush=True)
+        finish()
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+    except (NotImplementedError, RuntimeError):  # Windows loops, or not the main thread
+        pass

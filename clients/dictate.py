@@ -146,6 +146,7 @@ async def dictate(args: argparse.Namespace, endpoint: Endpoint) -> str:
     typing = asyncio.create_task(typer.run())
     ended = asyncio.Event()
     capture.open()
+    client.finish_on_interrupt(capture.close, "typing the last words")
     log.info("capturing %s at %d Hz; %s", args.file or "the microphone", capture.sample_rate, _mode(args))
     params = StartParams(sample_rate=capture.sample_rate, encoding="pcm_f32le", language=args.language)
     try:

@@ -30,13 +30,17 @@ class ThreadedDaemon:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
 
     def start(self) -> "ThreadedDaemon":
         ready = threading.Event()
+        self.error = None
         self._thread = threading.Thread(target=self._run, args=(ready,), name="test-daemon", daemon=True)
         self._thread.start()
         if not ready.wait(60):
-            raise RuntimeError("daemon did not start")
+            raise RuntimeError("daemon did not start within 60 s")
+        if self.error is not None:
+            raise RuntimeError(f"daemon failed to start: {self.error!r}") from self.error
         return self
 
     def _run(self, ready: threading.Event) -> None:
@@ -56,7 +60,12 @@ class ThreadedDaemon:
                 ready.set()
                 await self._stop.wait()
 
-        asyncio.run(main())
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # surface start-up failures in the test, not as a timeout
+            self.error = exc
+        finally:
+            ready.set()
 
     def stop(self) -> None:
         if self._loop is not None and self._stop is not None:

@@ -105,3 +105,19 @@ def test_token_required_and_wrong_token_fails_fast(daemon_engine, jfk_wav: Path)
         assert good.returncode == 0 and "country" in good.stdout.lower(), good.stderr
     finally:
         daemon.stop()
+
+
+def test_ctrl_c_finishes_gracefully_and_writes_outputs(daemon: ThreadedDaemon, jfk_wav: Path, tmp_path: Path) -> None:
+    """Ctrl+C is how a microphone session ends: the words so far are flushed and the files written."""
+    import signal
+
+    out = tmp_path / "partial.txt"
+    proc = subprocess.Popen([sys.executable, "-m", "streamer", "captions", "--url", daemon.url, "-q", "-o", str(out),
+                             str(jfk_wav)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=streamer_env())
+    time.sleep(5.0)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    assert "americans" in out.read_text().lower(), stderr
+    assert "for your country" not in out.read_text().lower()  # it stopped early
