@@ -294,6 +294,21 @@ class StreamerServer:
         self.scheduler.start()
         self.metrics.ready.set(1)
 
+    async def warm_up(self) -> None:
+        """Load the stream core and run the VAD once on the core thread, before clients pay for it.
+
+        Silero's TorchScript model is slow on its first calls; doing them here keeps the first
+        session's updates prompt. The loop-stall gauge restarts afterwards, so it measures
+        serving, not model loading.
+        """
+        if self.scheduler is not None:
+            try:
+                await self.scheduler.call(_warm_stream_core, self.settings.stream)
+            except Exception as exc:  # only a latency nicety: sessions will load it themselves
+                log.warning("stream core warm-up failed: %s", exc)
+        self.monitor.reset()
+        self.metrics.loop_stall_max.set(0)
+
     @property
     def ready(self) -> bool:
         return self.scheduler is not None
@@ -599,12 +614,26 @@ class StreamerServer:
         await self._finalise(session, None)
 
 
+def _warm_stream_core(config: Any) -> None:
+    import numpy as np
+
+    from streamer.core.stream import StreamProcessor  # noqa: F401  (import cost paid here, once)
+
+    if config.use_vad:
+        from streamer.vad import SileroDetector
+
+        detector = SileroDetector()
+        for _ in range(3):
+            detector.probabilities(np.zeros(detector.window * 32, dtype=np.float32))
+
+
 @contextlib.asynccontextmanager
 async def running_server(settings: Settings, engine: Engine | None, *, port: int | None = 0,
                          metrics: Metrics | None = None) -> AsyncIterator[StreamerServer]:
     """A started server for tests, benchmarks and clients; ``port=0`` binds a free port (see ``.port``)."""
     server = StreamerServer(settings, engine, metrics=metrics)
     await server.start(port=port)
+    await server.warm_up()
     try:
         yield server
     finally:
@@ -707,6 +736,7 @@ async def _serve(server: StreamerServer, settings: Settings, stop: asyncio.Event
             return 1
         log.info("model %s ready in %.1f s", engine.name, time.perf_counter() - started)
     server.attach_engine(engine)
+    await server.warm_up()
     if capture:
         from streamer.daemon.mic import CaptureError, start_capture
 
