@@ -24,7 +24,7 @@ from websockets.exceptions import InvalidStatus
 from daemon_helpers import collect, pcm16, run_stream, settings, timeline
 from streamer.daemon.server import running_server
 from streamer.engine.scripted import ScriptedEngine, timeline_script
-from streamer.hypothesis import Hypothesis, Word
+from streamer.hypothesis import Word
 
 pytestmark = pytest.mark.timeout(60)
 
