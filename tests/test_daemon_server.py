@@ -342,7 +342,7 @@ async def test_tls_serves_wss(tmp_path):
 
 def test_serve_flags_become_settings():
     from streamer.cli import build_parser
-    from streamer.daemon.server import settings_from_args
+    from streamer.daemon.server import captures_from_args, settings_from_args
 
     args = build_parser().parse_args(["serve", "--config", "cpu", "--model", "tiny.en", "--port", "0", "--token", "t",
                                       "--mic", "2", "--source", "monitor", "--set", "stream.min_chunk=0.5",
@@ -350,6 +350,12 @@ def test_serve_flags_become_settings():
     cfg = settings_from_args(args)
     assert (cfg.engine.model, cfg.server.port, cfg.server.token) == ("tiny.en", 0, "t")
     assert (cfg.mic.device, cfg.mic.source, cfg.stream.min_chunk, cfg.server.max_sessions) == ("2", "monitor", 0.5, 3)
+    assert [(c.source, c.device) for c in captures_from_args(args, cfg)] == [("monitor", "2")]
+    both = build_parser().parse_args(["serve", "--mic", "--monitor", "sink.monitor"])
+    assert [(c.source, c.device) for c in captures_from_args(both, settings_from_args(both))] == [
+        ("mic", None), ("monitor", "sink.monitor")]
+    none = build_parser().parse_args(["serve"])
+    assert captures_from_args(none, settings_from_args(none)) == []
 
 
 def test_bench_subcommands_import_lazily(capsys):

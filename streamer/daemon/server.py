@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from importlib import resources
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterable
+from typing import Any, AsyncIterator, Callable, Iterable, Sequence
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -33,7 +33,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from streamer.config import ConfigError, Settings, load_settings, parse_set_flags
+from streamer.config import ConfigError, MicConfig, Settings, load_settings, parse_set_flags
 from streamer.daemon.metrics import Metrics
 from streamer.daemon.scheduler import LoopMonitor, Scheduler
 from streamer.daemon.session import (CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TRY_AGAIN,
@@ -655,6 +655,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="also capture a local input device (name or index; default device if omitted)")
     parser.add_argument("--source", choices=("mic", "monitor"), help="what --mic captures: a microphone or the "
                         "monitor of an output device (system audio); published as /v1/captions?source=NAME")
+    parser.add_argument("--monitor", nargs="?", const="", default=None, metavar="DEVICE",
+                        help="also capture system audio (the default output's monitor, or this monitor device) as "
+                        "source=monitor, alongside --mic")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override any configuration key, e.g. --set stream.min_chunk=0.5")
     parser.set_defaults(func=run_cli)
@@ -672,32 +675,43 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return load_settings(args.config, overrides)
 
 
+def captures_from_args(args: argparse.Namespace, settings: Settings) -> list[MicConfig]:
+    """The local sources to capture: --mic (as --source says) and/or --monitor."""
+    captures = []
+    if args.mic is not None or args.source == "monitor":
+        captures.append(settings.mic)
+    if getattr(args, "monitor", None) is not None and settings.mic.source != "monitor":
+        captures.append(settings.mic.model_copy(update={"source": "monitor", "device": args.monitor or None}))
+    return captures
+
+
 def run_cli(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_args(args)
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
-    capture = args.mic is not None or args.source == "monitor"
     try:
-        return asyncio.run(serve_forever(settings, capture=capture))
+        return asyncio.run(serve_forever(settings, captures=captures_from_args(args, settings)))
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
 
 
-async def serve_forever(settings: Settings, *, capture: bool = False, engine: Engine | None = None,
+async def serve_forever(settings: Settings, *, captures: Sequence[MicConfig] = (), engine: Engine | None = None,
                         on_started: Callable[[StreamerServer], Any] | None = None) -> int:
     """Run until SIGTERM/SIGINT, then shut down gracefully and return 0.
 
+    ``captures`` are local devices to caption (published as ``source=<config.source>``).
     ``on_started`` is called with the server once it accepts sessions (tests use it to find
     the port when binding port 0).
     """
-    if capture:
+    if captures:
         from streamer.daemon.mic import CaptureError, check_device
 
         try:
-            check_device(settings.mic)
+            for capture in captures:
+                check_device(capture)
         except CaptureError as exc:
             log.error("%s", exc)
             return 1
@@ -709,13 +723,13 @@ async def serve_forever(settings: Settings, *, capture: bool = False, engine: En
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        return await _serve(server, settings, stop, capture, engine, on_started)
+        return await _serve(server, settings, stop, captures, engine, on_started)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
 
 
-async def _serve(server: StreamerServer, settings: Settings, stop: asyncio.Event, capture: bool,
+async def _serve(server: StreamerServer, settings: Settings, stop: asyncio.Event, captures: Sequence[MicConfig],
                  engine: Engine | None, on_started: Callable[[StreamerServer], Any] | None) -> int:
     loop = asyncio.get_running_loop()
     if engine is None:
@@ -737,11 +751,12 @@ async def _serve(server: StreamerServer, settings: Settings, stop: asyncio.Event
         log.info("model %s ready in %.1f s", engine.name, time.perf_counter() - started)
     server.attach_engine(engine)
     await server.warm_up()
-    if capture:
+    if captures:
         from streamer.daemon.mic import CaptureError, start_capture
 
         try:
-            server.background.append(await start_capture(server, settings.mic))
+            for capture in captures:
+                server.background.append(await start_capture(server, capture))
         except CaptureError as exc:
             log.error("%s", exc)
             await server.shutdown()
