@@ -380,3 +380,20 @@ def test_cancel_asks_for_the_same_audio_again():
     proc.finish()                                   # idempotent
     run_until_idle(proc, engine)
     assert proc.done
+
+
+def test_state_stays_flat_on_a_long_utterance_without_end_silence():
+    """20 minutes of speech with only short pauses: one utterance that never closes."""
+    words = timeline(int(1190 / 0.4), start=1.0)
+    engine = ScriptedEngine(timeline_script(words))
+    proc = StreamProcessor(StreamConfig(), ScriptedDetector(lambda t: 0.0 if t % 2.0 > 1.8 else 1.0))
+    block = np.zeros(SAMPLE_RATE, dtype=np.float32)
+    for _ in range(1200):
+        proc.feed(block)
+        run_until_idle(proc, engine)
+        assert proc.buffer_seconds <= 20.0
+        assert len(proc._gate.speech_regions()) < 20
+    assert proc.audio_seconds - proc.decoded_seconds < 2.0
+    proc.finish()
+    run_until_idle(proc, engine)
+    assert [w.word for w in proc.committed_words] == [w.word for w in words]

@@ -355,6 +355,7 @@ class StreamProcessor:
                   self.config.max_buffer, len(new), trim_at)
         utterance.buffer.trim_before(trim_at)
         utterance.new_samples = len(utterance.buffer)
+        self._forget_regions(utterance)
         return new
 
     def _trim(self, utterance: _Utterance) -> None:
@@ -385,6 +386,12 @@ class StreamProcessor:
         if following is not None and following.start > trim_at:
             trim_at = (trim_at + following.start) / 2
         buffer.trim_before(trim_at)
+        self._forget_regions(utterance)
+
+    def _forget_regions(self, utterance: _Utterance) -> None:
+        """VAD spans before the buffer are no longer needed: keeps an hour-long utterance flat."""
+        if self._gate is not None and not self._closed:
+            self._gate.forget_before(utterance.buffer.start - 1.0)
 
     def _retire(self, utterance: _Utterance) -> None:
         if self._closed and self._closed[0] is utterance:
