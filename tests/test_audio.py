@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 import soundfile
@@ -108,3 +111,13 @@ def test_stream_resampler_bad_args():
         StreamResampler(10, 1)
     with pytest.raises(AudioError):
         StreamResampler(16000, 0)
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed (only needed for non-libsndfile formats)")
+def test_load_audio_falls_back_to_ffmpeg(tmp_path):
+    wav, m4a = tmp_path / "a.wav", tmp_path / "a.m4a"
+    soundfile.write(wav, np.stack([tone(44100, 1.0)] * 2, axis=1), 44100)
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(wav), "-c:a", "aac", str(m4a)], check=True)
+    out = load_audio(m4a)
+    assert out.dtype == np.float32 and abs(out.size - 16000) < 1600
+    assert abs(dominant_freq(out) - 440) < 5
