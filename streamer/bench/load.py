@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 
 LONGFORM = "longform/ljspeech_LJ001-0001_to_0032.wav"
 FRAME_SECONDS = 0.1
-LAST_WORD_SLACK = 0.35  # a sentence is complete once a committed word ends within this of its end time
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -115,18 +114,18 @@ async def stream_client(url: str, audio: np.ndarray, speed: float, token: str | 
 
 
 def sentence_latencies(record: ClientLog, segments: list[dict], speed: float) -> list[float]:
-    """Per sentence: wall time its last word was committed minus when its audio ended (scaled by speed)."""
-    committed_end, times = 0.0, []
-    marks: list[tuple[float, float]] = []  # (wall time, furthest committed word end so far)
-    for t, event in record.events:
-        if event.get("type") == "transcript" and event["committed"]:
-            committed_end = max(committed_end, max(w["end"] for w in event["committed"]))
-            marks.append((t, committed_end))
-    for seg in segments:
-        done = next((t for t, reach in marks if reach >= seg["end"] - LAST_WORD_SLACK), None)
-        if done is not None:
-            times.append(done - seg["end"] / speed)
-    return times
+    """Per sentence: wall time its last word was committed minus when its audio ended.
+
+    The same alignment as ``streamer bench stream`` (committed words matched to the reference
+    text), with the sentence end times scaled to the wall clock when ``speed`` is not 1.
+    """
+    from streamer.bench.metrics import CommittedWord
+    from streamer.bench.metrics import sentence_latencies as aligned_latencies
+
+    committed = [CommittedWord(w["word"], w["start"], w["end"], t) for t, event in record.events
+                 if event.get("type") == "transcript" for w in event["committed"]]
+    scaled = [{**seg, "end": seg["end"] / speed} for seg in segments]
+    return [x for x in aligned_latencies(scaled, committed) if x is not None]
 
 
 async def run_level(settings: Any, engine: Any, audio: np.ndarray, segments: list[dict], n: int,
