@@ -24,7 +24,7 @@ from websockets.exceptions import InvalidStatus
 from daemon_helpers import collect, pcm16, run_stream, settings, timeline
 from streamer.daemon.server import running_server
 from streamer.engine.scripted import ScriptedEngine, timeline_script
-from streamer.hypothesis import Word
+from streamer.hypothesis import EngineError, Word
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -405,3 +405,20 @@ async def test_overload_degrades_every_stream_evenly():
     assert max(engine.sizes) == 2
     assert max(updates) - min(updates) <= 2, updates          # fair: same number of updates each
     assert max(lags.values()) - min(lags.values()) < 1.0, lags  # and the same lag, not one starving
+
+
+async def test_a_window_the_engine_rejects_fails_only_its_own_session():
+    script = timeline_script(WORDS)
+
+    def picky(request):
+        if request.language == "xx":
+            raise EngineError("unknown language 'xx'")
+        return script(request)
+
+    async with running_server(settings(**{"server.max_batch": 4}), ScriptedEngine(picky)) as server:
+        good, bad = await asyncio.gather(run_stream(server.url, pcm16(4.0), {}, pace=0.005),
+                                         run_stream(server.url, pcm16(4.0), {"language": "xx"}, pace=0.005))
+        healthy = (await http_get(server.http_url + "/healthz"))[0]
+    assert good.committed == expected(4.0) and good.close_code == 1000
+    assert bad.errors == ["internal_error"] and bad.close_code == 1011 and "unknown language" in bad.of("error")[0]["message"]
+    assert healthy == 200

@@ -118,8 +118,9 @@ class Scheduler:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        self._executor.shutdown(wait=True)
-        self._core.shutdown(wait=True)
+        loop = asyncio.get_running_loop()
+        for executor in (self._executor, self._core):  # joining a busy worker must not block the loop
+            await loop.run_in_executor(None, executor.shutdown, True)
 
     async def _run(self) -> None:
         while True:
@@ -159,6 +160,8 @@ class Scheduler:
         try:
             results: Sequence[Hypothesis | BaseException] = await loop.run_in_executor(
                 self._executor, self.engine.decode_batch, requests)
+            if len(results) != len(requests):
+                raise RuntimeError(f"engine returned {len(results)} hypotheses for {len(requests)} windows")
         except Exception as exc:  # one bad window must not fail its batch-mates: retry one by one
             log.warning("batched decode of %d windows failed (%s); retrying one by one", len(batch), exc)
             results = [await loop.run_in_executor(self._executor, _decode_one, self.engine, r) for r in requests]
