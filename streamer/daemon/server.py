@@ -583,7 +583,6 @@ class StreamerServer:
                     return
         finally:
             shutdown.cancel()
-        await asyncio.sleep(0)
 
     def _source_session(self, source: str) -> str | None:
         for sid, live in self.live.items():
