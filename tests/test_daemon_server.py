@@ -422,3 +422,32 @@ async def test_a_window_the_engine_rejects_fails_only_its_own_session():
     assert good.committed == expected(4.0) and good.close_code == 1000
     assert bad.errors == ["internal_error"] and bad.close_code == 1011 and "unknown language" in bad.of("error")[0]["message"]
     assert healthy == 200
+
+
+async def test_late_subscriber_gets_a_snapshot_then_every_later_word_once():
+    async with running_server(settings(), scripted(delay=0.01)) as server:
+        async with connect(server.url + "/v1/listen?source=talk") as ws:
+            await ws.send('{"type": "start"}')
+            ready = json.loads(await ws.recv())
+            own = asyncio.ensure_future(collect(ws))
+            audio = pcm16(8.0)
+            half = len(audio) // 2
+            for i in range(0, half, 3200):
+                await ws.send(audio[i:i + 3200])
+                await asyncio.sleep(0.003)
+            while not server.live[ready["session"]].session.processor.committed_words:
+                await asyncio.sleep(0.01)
+            async with connect(server.url + "/v1/captions?source=talk") as late:
+                assert json.loads(await late.recv())["session"] == ready["session"]
+                followed = asyncio.ensure_future(collect(late))
+                for i in range(half, len(audio), 3200):
+                    await ws.send(audio[i:i + 3200])
+                    await asyncio.sleep(0.003)
+                await ws.send('{"type": "stop"}')
+                mine = await own
+                await asyncio.sleep(0.1)
+            theirs = await followed
+    snapshot = theirs.events[0]
+    assert snapshot.get("snapshot") is True and snapshot["seq"] == 0 and snapshot["committed"]
+    assert mine.committed == expected(8.0)
+    assert mine.committed[-len(theirs.committed):] == theirs.committed  # a suffix: nothing twice, nothing lost

@@ -557,6 +557,13 @@ class StreamerServer:
         outbox = Outbox(ws, cfg.send_queue, self.metrics)
         outbox.put({"type": "ready", "session": sid, "source": source, "protocol": 1,
                     "model": self.engine.name if self.engine else "", "sample_rate": SAMPLE_RATE})
+        live = self.live.get(sid) if sid else None
+        if live is not None and self.scheduler is not None:
+            # On the core thread, so it is ordered with the session's updates: every update the
+            # snapshot lacks is delivered after the subscription below, none twice.
+            snapshot = await self.scheduler.call(live.session.snapshot_message)
+            if snapshot is not None:
+                outbox.put(snapshot)
         self.hub.subscribe(key, outbox)
         self.metrics.subscribers.set(self.hub.count())
         try:

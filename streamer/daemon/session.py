@@ -163,6 +163,7 @@ class Session:
         self._remainder = b""
         self._in_flight = False
         self._warned_nonfinite = False
+        self._language: str | None = None
         self.received_bytes = 0
         self.errors: dict[str, int] = {}
 
@@ -305,7 +306,25 @@ class Session:
     def transcript_message(self, event: Any) -> dict:
         message = dict(event.to_message())
         message["type"] = "transcript"
+        self._language = message.get("language") or self._language
         return message
+
+    def snapshot_message(self, max_words: int = 40) -> dict | None:
+        """For a subscriber joining mid-stream: the latest committed words and the tentative tail.
+
+        Marked ``"snapshot": true`` with ``seq`` 0; the words were committed before the
+        subscriber joined, so from its point of view they are still new and never repeated.
+        """
+        if self.processor is None:
+            return None
+        committed = self.processor.committed_words[-max_words:]
+        tentative = self.processor.tentative_words
+        if not committed and not tentative:
+            return None
+        return {"type": "transcript", "seq": 0, "snapshot": True,
+                "committed": [w.to_dict() for w in committed], "tentative": [w.to_dict() for w in tentative],
+                "language": self._language,
+                "audio_seconds": round(self.audio_seconds, 3)}
 
     def end_now(self) -> list[Outgoing]:
         """Stopping with nothing left to decode: send ``end`` even if the core still holds words."""
