@@ -54,6 +54,7 @@ class ReplayResult:
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
     max_window_seconds: float = 0.0
+    max_lag_seconds: float = 0.0  # audio received but not yet dealt with, worst after any decode
 
     @property
     def text(self) -> str:
@@ -70,6 +71,7 @@ class _Recorder:
         self.events: list[TimedEvent] = []
         self.decode_seconds: list[float] = []
         self.window_seconds: list[float] = []
+        self.max_lag = 0.0
 
     def decode(self, request: DecodeRequest) -> None:
         started = self.clock()
@@ -77,6 +79,7 @@ class _Recorder:
         self.decode_seconds.append(self.clock() - started)
         self.window_seconds.append(request.audio.size / SAMPLE_RATE)
         event = self.processor.complete(hypothesis)
+        self.max_lag = max(self.max_lag, self.processor.audio_seconds - self.processor.decoded_seconds)
         if event is not None:
             timed = TimedEvent(self.clock() - self.t0, event)
             self.events.append(timed)
@@ -118,7 +121,7 @@ def replay(audio: np.ndarray, engine: Engine, config: StreamConfig, *, realtime:
     proc.finish()
     rec.drain()
     return ReplayResult(proc.committed_words, rec.events, rec.decode_seconds, rec.window_seconds,
-                        proc.audio_seconds, clock() - t0, proc.max_window_seconds)
+                        proc.audio_seconds, clock() - t0, proc.max_window_seconds, rec.max_lag)
 
 
 def transcribe_offline(engine: Engine, audio: np.ndarray, *, language: str | None = None,
