@@ -397,3 +397,15 @@ def test_state_stays_flat_on_a_long_utterance_without_end_silence():
     proc.finish()
     run_until_idle(proc, engine)
     assert [w.word for w in proc.committed_words] == [w.word for w in words]
+
+
+def test_fed_arrays_are_copied():
+    seen = []
+    engine = ScriptedEngine(lambda r: seen.append(r.audio.copy()) or hypothesis())
+    proc = StreamProcessor(StreamConfig(use_vad=False, min_chunk=1.0))
+    frame = np.full(SR // 2, 0.5, dtype=np.float32)
+    for _ in range(2):
+        proc.feed(frame)
+        frame[:] = 0.0                                # the caller reuses its buffer
+    run_until_idle(proc, engine)
+    assert np.all(seen[0][: SR // 2] == 0.5)

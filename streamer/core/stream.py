@@ -103,7 +103,6 @@ class StreamProcessor:
         self._seq = 0
         self._last_language: str | None = self.language
         self._last_tentative: tuple[Word, ...] = ()
-        self._last_decoded_end = 0.0
         self.decodes = 0
         self.max_window_seconds = 0.0  # largest decode window requested (bench / tests)
 
@@ -162,7 +161,6 @@ class StreamProcessor:
         if verdict.suspect:
             self._prompt.reset(len(self._agreement.committed))
         utterance.decoded_until = max(utterance.decoded_until, inflight.timemap.end)
-        self._last_decoded_end = max(self._last_decoded_end, inflight.timemap.end)
         if hypothesis.language:
             self._last_language = hypothesis.language
         return self._event(new)
@@ -417,7 +415,7 @@ def _validated(samples: np.ndarray) -> np.ndarray:
         raise ValueError(f"samples must be 1-D mono audio, got shape {samples.shape}")
     if samples.dtype.kind != "f":
         raise ValueError(f"samples must be float32 in [-1, 1], got {samples.dtype} (use streamer.audio.pcm_to_float32)")
-    samples = samples.astype(np.float32, copy=False)
+    samples = samples.astype(np.float32, copy=True)  # the buffer keeps it: never alias the caller's array
     if not np.all(np.isfinite(samples)):
         raise ValueError("samples contain NaN or infinite values")
     return samples
