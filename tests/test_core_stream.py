@@ -409,3 +409,12 @@ def test_fed_arrays_are_copied():
         frame[:] = 0.0                                # the caller reuses its buffer
     run_until_idle(proc, engine)
     assert np.all(seen[0][: SR // 2] == 0.5)
+
+
+def test_utterance_settled_by_its_pause_decode_needs_no_final_decode():
+    words = timeline(5, start=1.0)
+    engine = ScriptedEngine(timeline_script(words))
+    proc = StreamProcessor(StreamConfig(min_chunk=5.0, end_silence=0.5), ScriptedDetector([(0.95, 2.95)]))
+    stream(proc, engine, noise(6.0), finish=False)
+    assert len(engine.calls) == 1 and proc.committed_text == "w0 w1 w2 w3 w4"
+    assert proc.buffer_seconds == 0.0

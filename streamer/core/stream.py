@@ -237,8 +237,8 @@ class StreamProcessor:
         step = self._gate.push(self._position, samples, prob)
         if step.opened:
             self._ensure_open()
-        if self._open is not None and self._gate.pause_samples == 0:
-            self._open.pause_decoded = self._open.settled = False
+        if self._open is not None and self._gate.in_utterance and self._gate.pause_samples == 0:
+            self._open.pause_decoded = self._open.settled = False  # speech goes on
         for position, chunk in step.append:
             self._append(self._open, position, chunk)
         self._position += samples.size
