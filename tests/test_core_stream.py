@@ -414,7 +414,29 @@ def test_fed_arrays_are_copied():
 def test_utterance_settled_by_its_pause_decode_needs_no_final_decode():
     words = timeline(5, start=1.0)
     engine = ScriptedEngine(timeline_script(words))
-    proc = StreamProcessor(StreamConfig(min_chunk=5.0, end_silence=0.5), ScriptedDetector([(0.95, 2.95)]))
+    cfg = StreamConfig(min_chunk=5.0, end_silence=0.5, speech_pad=0.1)   # the pause decode had all the padding
+    proc = StreamProcessor(cfg, ScriptedDetector([(0.95, 2.95)]))
     stream(proc, engine, noise(6.0), finish=False)
     assert len(engine.calls) == 1 and proc.committed_text == "w0 w1 w2 w3 w4"
     assert proc.buffer_seconds == 0.0
+    # with more trailing padding than the pause decode saw, the final decode still runs (it may hear more)
+    engine = ScriptedEngine(timeline_script(words))
+    proc = StreamProcessor(StreamConfig(min_chunk=5.0, end_silence=0.5, speech_pad=0.3),
+                           ScriptedDetector([(0.95, 2.95)]))
+    stream(proc, engine, noise(6.0), finish=False)
+    assert len(engine.calls) == 2 and proc.committed_text == "w0 w1 w2 w3 w4"
+
+
+def test_pause_seen_while_a_decode_was_in_flight_still_commits():
+    """The engine is busy when the pause happens; the pause decode runs later, after speech resumed."""
+    words = timeline(5, start=1.0) + timeline(3, start=3.3, prefix="v")
+    engine = ScriptedEngine(timeline_script(words))
+    proc = StreamProcessor(StreamConfig(min_chunk=1.0), ScriptedDetector([(0.95, 2.95), (3.25, 5.0)]))
+    proc.feed(noise(2.9))
+    request = proc.next_request()                     # an update, in flight during the pause
+    proc.feed(noise(0.6))                             # 2.9-3.5 s: the pause, then speech again
+    proc.complete(engine.decode(request))
+    follow = proc.next_request()
+    assert follow is not None and follow.offset + follow.audio.size / SR > 3.4
+    proc.complete(engine.decode(follow))
+    assert proc.committed_text == "w0 w1 w2 w3 w4"    # committed by the late pause decode

@@ -63,8 +63,9 @@ class _Utterance:
     new_samples: int = 0          # appended since the last request
     closed: bool = False
     speech_samples: int = 0
-    pause_decoded: bool = False   # a decode was requested in the current pause
-    settled: bool = False         # that decode committed everything: nothing left until speech resumes
+    pause_at: float | None = None  # start of a pause (stream time) not yet used by a pause decode
+    heard_speech: bool = False     # speech since the last pause decode was requested
+    settled: bool = False          # a pause decode committed everything and no speech came since
 
 
 @dataclass
@@ -170,7 +171,8 @@ class StreamProcessor:
         if self._inflight is not None:
             utterance = self._inflight.utterance
             utterance.new_samples = max(utterance.new_samples, int(self.config.min_chunk * SAMPLE_RATE))
-            utterance.pause_decoded = False
+            if self._inflight.kind == "pause":
+                utterance.pause_at = self._inflight.pause_start
         self._inflight = None
 
     def finish(self) -> None:
@@ -237,8 +239,8 @@ class StreamProcessor:
         step = self._gate.push(self._position, samples, prob)
         if step.opened:
             self._ensure_open()
-        if self._open is not None and self._gate.in_utterance and self._gate.pause_samples == 0:
-            self._open.pause_decoded = self._open.settled = False  # speech goes on
+        if self._open is not None and self._gate.in_utterance:
+            self._note_pause(self._open, samples.size)
         for position, chunk in step.append:
             self._append(self._open, position, chunk)
         self._position += samples.size
@@ -279,27 +281,36 @@ class StreamProcessor:
             return "forced" if over_cap else "final"
         if over_cap:
             return "forced"
-        if utterance.new_samples >= self.config.min_chunk * SAMPLE_RATE:
-            return "update"
         if self._pause_due(utterance):
             return "pause"
+        if utterance.new_samples >= self.config.min_chunk * SAMPLE_RATE:
+            return "update"
         return None
 
+    def _note_pause(self, utterance: _Utterance, window: int) -> None:
+        """Track speech and pauses of the open utterance for pause decodes."""
+        pause = self._gate.pause_samples
+        if pause == 0:
+            utterance.heard_speech = True
+            utterance.settled = False
+            return
+        threshold = self.pause_commit * SAMPLE_RATE
+        if self.pause_commit > 0 and threshold <= pause < threshold + window:  # the pause just got long enough
+            utterance.pause_at = self._gate.pause_start
+
     def _pause_due(self, utterance: _Utterance) -> bool:
-        """A pause began: decode now, so the words before it can be committed without waiting."""
-        if self._gate is None or self.pause_commit <= 0 or utterance.pause_decoded:
-            return False
-        return (utterance is self._open and utterance.new_samples > 0
-                and self._gate.speech_samples >= MIN_SPEECH * SAMPLE_RATE
-                and self._gate.pause_samples >= self.pause_commit * SAMPLE_RATE)
+        """A pause was seen: decode now (or as soon as the engine is free, even if speech resumed)
+        so that the words before it are committed without waiting for agreement."""
+        return (utterance.pause_at is not None and utterance is self._open and utterance.new_samples > 0
+                and self._gate is not None and self._gate.speech_samples >= MIN_SPEECH * SAMPLE_RATE)
 
     def _request(self, utterance: _Utterance, kind: Kind) -> DecodeRequest:
         audio, timemap = utterance.buffer.window(self.config.max_buffer)
         utterance.new_samples = 0
         pause_start = 0.0
         if kind == "pause":
-            utterance.pause_decoded = True
-            pause_start = self._gate.pause_start
+            pause_start, utterance.pause_at = utterance.pause_at, None
+            utterance.heard_speech = False
         self._inflight = _InFlight(utterance, kind, timemap, pause_start)
         self.max_window_seconds = max(self.max_window_seconds, audio.size / SAMPLE_RATE)
         prompt = self._prompt.build(self._agreement.committed, before=timemap.start)
@@ -335,7 +346,9 @@ class StreamProcessor:
             return []
         if kind == "pause":
             new = self._agreement.commit_until(words, inflight.pause_start - PAUSE_START_SLACK, by_start=True)
-            utterance.settled = not self._agreement.tentative and utterance.pause_decoded
+            # settled: the final decode would only add trailing padding this window already had
+            utterance.settled = (not self._agreement.tentative and not utterance.heard_speech
+                                 and timemap.end >= inflight.pause_start + self.config.speech_pad - 0.01)
         else:
             new = self._agreement.insert(words)
         self._trim(utterance)
