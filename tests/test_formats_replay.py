@@ -113,3 +113,14 @@ def test_metrics():
     assert sentence_latencies(segments, committed[:1]) == [-0.5, None]
     assert pauses(segments, min_gap=2.0, margin=0.5) == [(2.5, 4.5)]
     assert words_in_spans([CommittedWord(" ghost", 3.0, 3.2, 4.0)] + committed, [(2.5, 4.5)])[0].word == " ghost"
+
+
+def test_simulated_clock_replay_for_the_benchmark():
+    from streamer.bench.stream import simulated_replay
+
+    timeline = [Word(f" w{i}", 1.0 + 0.4 * i, 1.3 + 0.4 * i) for i in range(20)]
+    audio = np.zeros(12 * SAMPLE_RATE, dtype=np.float32)
+    result = simulated_replay(audio, ScriptedEngine(timeline_script(timeline)), StreamConfig(use_vad=False), "en",
+                              "0.5,0.05")
+    assert all(d == pytest.approx(0.5 + 0.05 * w) for d, w in zip(result.decode_seconds, result.window_seconds))
+    assert result.wall_seconds >= 12.0 and len(result.words) == 20

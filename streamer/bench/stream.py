@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a config key (repeatable), e.g. stream.min_chunk=0.5")
     parser.add_argument("--language", default="en", help="language passed to the engine (default en; '' = detect)")
     parser.add_argument("--fast", action="store_true", help="replay as fast as possible instead of real time")
+    parser.add_argument("--simulate", metavar="FIXED,PER_SECOND",
+                        help="real time on a simulated clock: each decode takes FIXED + PER_SECOND x window "
+                             "seconds (policy exploration on a busy machine; not a measurement)")
     parser.add_argument("--no-offline", action="store_true", help="skip the offline decode baseline")
     parser.add_argument("--no-nonspeech", action="store_true", help="skip the nonspeech/ clips")
     parser.add_argument("--json", type=Path, default=Path("bench_stream.json"), help="write results here")
@@ -115,7 +118,10 @@ def bench_file(model: str, engine, settings, path: Path, args: argparse.Namespac
     language = args.language or None
     audio, segments, reference = load_longform(path, args.limit)
     log.info("%s: %s, %.0f s, %s", model, path.name, audio.size / SAMPLE_RATE, "fast" if args.fast else "real time")
-    result = replay(audio, engine, settings.stream, realtime=not args.fast, language=language)
+    if getattr(args, "simulate", None):
+        result = simulated_replay(audio, engine, settings.stream, language, args.simulate)
+    else:
+        result = replay(audio, engine, settings.stream, realtime=not args.fast, language=language)
     committed = [CommittedWord(w.word, w.start, w.end, e.t) for e in result.events for w in e.event.committed]
     latencies = sentence_latencies(segments, committed)
     done = [lat for lat in latencies if lat is not None]
@@ -137,6 +143,37 @@ def bench_file(model: str, engine, settings, path: Path, args: argparse.Namespac
         decodes=len(result.decode_seconds), decode_p50=_r(percentile(result.decode_seconds, 50)),
         decode_p95=_r(percentile(result.decode_seconds, 95)), max_window_seconds=round(result.max_window_seconds, 2),
         max_lag_seconds=round(result.max_lag_seconds, 2), text=result.text, offline_text=offline_text)
+
+
+class SimulatedClock:
+    """A wall clock that only moves when the replay sleeps or the engine 'works'."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += max(seconds, 1e-3)
+
+
+def simulated_replay(audio: np.ndarray, engine, config, language: str | None, model: str):
+    """Real-time replay where each decode costs ``fixed + per_second * window`` simulated seconds."""
+    from streamer.replay import replay
+
+    fixed, per_second = (float(x) for x in model.split(","))
+    clock = SimulatedClock()
+
+    class Timed:
+        name = engine.name
+
+        def decode(self, request):
+            hypothesis = engine.decode(request)
+            clock.now += fixed + per_second * request.audio.size / SAMPLE_RATE
+            return hypothesis
+
+    return replay(audio, Timed(), config, realtime=True, language=language, clock=clock, sleep=clock.sleep)
 
 
 def bench_nonspeech(model: str, engine, settings, data: Path, args: argparse.Namespace) -> NonspeechResult:
@@ -171,11 +208,17 @@ def machine() -> dict:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
-def format_table(files: list[FileResult], nonspeech: list[NonspeechResult], info: dict, realtime: bool) -> str:
+def mode(args: argparse.Namespace) -> str:
+    if getattr(args, "simulate", None):
+        return f"simulated clock, decode = {args.simulate.replace(',', ' s + ')} s/s of window"
+    return "fast" if args.fast else "real time"
+
+
+def format_table(files: list[FileResult], nonspeech: list[NonspeechResult], info: dict, realtime: str) -> str:
     def f(v, spec=".2f"):
         return "-" if v is None else format(v, spec)
 
-    lines = [f"# streamer bench stream ({'real time' if realtime else 'fast'}), {info['date']}, "
+    lines = [f"# streamer bench stream ({realtime}), {info['date']}, "
              f"{info['processor']}, {info['cpus']} CPUs, torch {info['torch']} ({info['torch_threads']} threads)"
              + (f", {info['cuda']}" if info["cuda"] else ""),
              f"{'model':8} {'file':14} {'audio s':>7} {'WER %':>6} {'offline':>7} {'lat p50':>7} {'p90':>5} "
@@ -215,15 +258,15 @@ def run(args: argparse.Namespace) -> int:
         warm_up(engine, args.language or None)
         for path in paths:
             files.append(bench_file(model, engine, settings, path, args))
-            print(format_table(files[-1:], [], machine(), not args.fast).splitlines()[-1], flush=True)
+            print(format_table(files[-1:], [], machine(), mode(args)).splitlines()[-1], flush=True)
         if not args.no_nonspeech:
             nonspeech.append(bench_nonspeech(model, engine, settings, data, args))
         peaks[model] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         del engine
     info = machine()
-    print(format_table(files, nonspeech, info, not args.fast))
+    print(format_table(files, nonspeech, info, mode(args)))
     print("peak RSS MiB (process, cumulative): " + ", ".join(f"{m} {v:.0f}" for m, v in peaks.items()))
-    report = {"machine": info, "realtime": not args.fast, "limit": args.limit, "settings": args.set,
+    report = {"machine": info, "mode": mode(args), "limit": args.limit, "settings": args.set,
               "config": args.config, "files": [asdict(r) for r in files],
               "nonspeech": [asdict(n) for n in nonspeech], "peak_rss_mb": peaks}
     args.json.write_text(json.dumps(report, indent=1))
