@@ -440,3 +440,20 @@ def test_pause_seen_while_a_decode_was_in_flight_still_commits():
     assert follow is not None and follow.offset + follow.audio.size / SR > 3.4
     proc.complete(engine.decode(follow))
     assert proc.committed_text == "w0 w1 w2 w3 w4"    # committed by the late pause decode
+
+
+def test_unsure_thank_you_on_music_is_dropped():
+    """What tiny.en says on music: no-speech 0.68, log-probability -0.77, words at 0.02 and 0.77."""
+    engine = ScriptedEngine(lambda r: hypothesis(Word(" Thank", 0.1, 0.3, 0.02), Word(" you.", 0.3, 0.6, 0.77),
+                                                 no_speech_prob=0.68, avg_logprob=-0.77))
+    proc = StreamProcessor(StreamConfig(), ScriptedDetector([(1.0, 1.6), (5.0, 5.6)]))
+    stream(proc, engine, noise(8.0))
+    assert engine.calls and proc.committed_text == ""
+
+
+def test_pause_commit_stops_at_an_unsure_word():
+    engine = ScriptedEngine(lambda r: hypothesis(Word(" sure", 0.3, 0.6, 0.9), Word(" mumble", 0.7, 1.0, 0.05)))
+    proc = StreamProcessor(StreamConfig(min_chunk=5.0, end_silence=2.0), ScriptedDetector([(1.0, 2.2)]))
+    stream(proc, engine, noise(2.5), finish=False)
+    assert proc.committed_text == "sure"                   # the pause decode trusted only the sure word
+    assert [w.word for w in proc.tentative_words] == [" mumble"]

@@ -5,7 +5,9 @@ sometimes loops on a phrase. VAD gating keeps most of that audio away from the m
 checks catch what gets through:
 
 * no-speech: the model's own no-speech probability is high *and* its confidence is low
-  (Whisper's rule for skipping a segment),
+  (Whisper's rule: average log-probability; and here also a low mean word probability,
+  which is what "Thank you." on music looks like: no-speech 0.7, log-probability -0.8,
+  words at 0.02 and 0.77),
 * compression ratio: highly repetitive text compresses too well,
 * repeated n-grams: a phrase repeated many times in a row is cut after its first occurrence,
 * words outside VAD speech: a word whose audio lies entirely in non-speech is dropped.
@@ -24,6 +26,7 @@ from streamer.core.agreement import normalize_word
 from streamer.hypothesis import Hypothesis, Word
 
 MAX_NGRAM = 4
+UNSURE_WORDS = 0.5   # mean word probability below which a "maybe no speech" hypothesis is dropped
 MIN_REPEATS = {1: 5, 2: 4, 3: 3, 4: 3}  # consecutive occurrences that make a loop
 
 
@@ -40,8 +43,8 @@ class Verdict:
 def assess(hypothesis: Hypothesis, config: StreamConfig) -> Verdict:
     """Apply the hypothesis-level guards."""
     reasons: list[str] = []
-    if (hypothesis.no_speech_prob > config.no_speech_threshold
-            and hypothesis.avg_logprob < config.logprob_threshold):
+    if hypothesis.no_speech_prob > config.no_speech_threshold and (
+            hypothesis.avg_logprob < config.logprob_threshold or mean_probability(hypothesis) < UNSURE_WORDS):
         reasons.append("no_speech")
     if hypothesis.compression_ratio > config.compression_ratio_threshold:
         reasons.append("compression_ratio")
@@ -54,6 +57,12 @@ def assess(hypothesis: Hypothesis, config: StreamConfig) -> Verdict:
     if hypothesis.avg_logprob < config.logprob_threshold:
         return Verdict(words, suspect=True, reasons=("low_logprob",))
     return Verdict(words)
+
+
+def mean_probability(hypothesis: Hypothesis) -> float:
+    """Mean word probability (1.0 without words)."""
+    words = hypothesis.words
+    return sum(w.probability for w in words) / len(words) if words else 1.0
 
 
 def find_repetition_loop(words: Sequence[Word]) -> int | None:

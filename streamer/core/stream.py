@@ -31,7 +31,7 @@ from typing import Literal
 import numpy as np
 
 from streamer.config import StreamConfig
-from streamer.core.agreement import LocalAgreement
+from streamer.core.agreement import LocalAgreement, new_words_after
 from streamer.core.buffer import AudioBuffer, TimeMap
 from streamer.core.events import TranscriptEvent
 from streamer.core.gate import SpeechGate
@@ -47,6 +47,7 @@ BEYOND_END = 0.2        # s: words starting this far past the window's audio are
 NONSPEECH_TOLERANCE = 0.1  # s: Whisper's word times are this loose; a word farther from speech is invented
 PAUSE_COMMIT = 0.1      # s of VAD pause that triggers a decode committing the words before it (0 = off)
 PAUSE_START_SLACK = 0.05  # s: a word must start this much before the pause to be committed by it
+PAUSE_MIN_PROBABILITY = 0.1  # a pause commit (one hypothesis, no agreement) stops at a word less sure than this
 KEEP_AFTER_TRIM = 0.5   # a trim keeps about this fraction of trim_to (committed audio as context)
 SENTENCE_LOOKBACK = 3.0  # s: a sentence end this far before the ideal cut is preferred to it
 SENTENCE_END = (".", "?", "!", "。", "？", "！")
@@ -345,7 +346,10 @@ class StreamProcessor:
         if rejected:
             return []
         if kind == "pause":
-            new = self._agreement.commit_until(words, inflight.pause_start - PAUSE_START_SLACK, by_start=True)
+            until = inflight.pause_start - PAUSE_START_SLACK
+            tail = new_words_after(self._agreement.committed, words)
+            unsure = next((w.start for w in tail if w.probability < PAUSE_MIN_PROBABILITY), until)
+            new = self._agreement.commit_until(words, min(until, unsure), by_start=True)
             # settled: the final decode would only add trailing padding this window already had
             utterance.settled = (not self._agreement.tentative and not utterance.heard_speech
                                  and timemap.end >= inflight.pause_start + self.config.speech_pad - 0.01)
