@@ -54,7 +54,7 @@ class ReplayResult:
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
     max_window_seconds: float = 0.0
-    max_lag_seconds: float = 0.0  # audio received but not yet dealt with, worst after any decode
+    max_lag_seconds: float = 0.0  # audio spoken (real time) or fed (fast) but not yet decoded, worst case
 
     @property
     def text(self) -> str:
@@ -72,6 +72,7 @@ class _Recorder:
         self.decode_seconds: list[float] = []
         self.window_seconds: list[float] = []
         self.max_lag = 0.0
+        self.realtime, self.audio_end = False, 0.0
 
     def decode(self, request: DecodeRequest) -> None:
         started = self.clock()
@@ -79,7 +80,8 @@ class _Recorder:
         self.decode_seconds.append(self.clock() - started)
         self.window_seconds.append(request.audio.size / SAMPLE_RATE)
         event = self.processor.complete(hypothesis)
-        self.max_lag = max(self.max_lag, self.processor.audio_seconds - self.processor.decoded_seconds)
+        arrived = min(self.clock() - self.t0, self.audio_end) if self.realtime else self.processor.audio_seconds
+        self.max_lag = max(self.max_lag, arrived - self.processor.decoded_seconds)
         if event is not None:
             timed = TimedEvent(self.clock() - self.t0, event)
             self.events.append(timed)
@@ -102,6 +104,7 @@ def replay(audio: np.ndarray, engine: Engine, config: StreamConfig, *, realtime:
     frame = int(FRAME_SECONDS * SAMPLE_RATE)
     t0 = clock()
     rec = _Recorder(proc, engine, clock, t0, on_event)
+    rec.realtime, rec.audio_end = realtime, audio.size / SAMPLE_RATE  # lag counts audio spoken, fed or not
     fed = 0
     while fed < audio.size:
         if realtime:  # frames arrive when their last sample has been "spoken"

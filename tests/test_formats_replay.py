@@ -123,4 +123,5 @@ def test_simulated_clock_replay_for_the_benchmark():
     result = simulated_replay(audio, ScriptedEngine(timeline_script(timeline)), StreamConfig(use_vad=False), "en",
                               "0.5,0.05")
     assert all(d == pytest.approx(0.5 + 0.05 * w) for d, w in zip(result.decode_seconds, result.window_seconds))
+    assert 0.5 < result.max_lag_seconds < 3.0           # decode time shows up as lag in real time
     assert result.wall_seconds >= 12.0 and len(result.words) == 20
