@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 MIN_SPEECH = 0.2        # s of VAD speech below which an utterance is a blip: discarded, never decoded
 BEYOND_END = 0.2        # s: words starting this far past the window's audio are invented
 NONSPEECH_TOLERANCE = 0.1  # s: Whisper's word times are this loose; a word farther from speech is invented
-PAUSE_COMMIT = 0.1      # s of VAD pause that triggers a decode committing the words before it (0 = off)
 PAUSE_START_SLACK = 0.05  # s: a word must start this much before the pause to be committed by it
 PAUSE_MIN_PROBABILITY = 0.1  # a pause commit (one hypothesis, no agreement) stops at a word less sure than this
 KEEP_AFTER_TRIM = 0.5   # a trim keeps about this fraction of trim_to (committed audio as context)
@@ -83,7 +82,7 @@ class StreamProcessor:
     def __init__(self, config: StreamConfig, detector: SpeechDetector | None = None, *,
                  language: str | None = None, task: str | None = None) -> None:
         self.config = config
-        self.pause_commit = float(getattr(config, "pause_commit", PAUSE_COMMIT))
+        self.pause_commit = config.pause_commit
         self.language = language if language is not None else config.language
         self.task = task or config.task
         if config.use_vad and detector is None:
