@@ -93,3 +93,27 @@ def test_commit_all_and_until():
     assert texts(la.tentative) == ["c", "d"]
     assert texts(la.commit_all(words("a b c d e"))) == ["c", "d", "e"]
     assert la.tentative == []
+
+
+def test_a_committed_word_heard_again_with_another_spelling_is_not_committed_twice():
+    """Whisper re-spells a word at the buffer start ("Bazel" then "Basil"): commit it once."""
+    from streamer.core.agreement import LocalAgreement
+    from streamer.hypothesis import Word
+
+    agreement = LocalAgreement(2)
+    first = [Word(" in", 0.0, 0.2), Word(" Strasburg,", 0.2, 0.9), Word(" Bazel,", 1.0, 1.5)]
+    agreement.insert(first)
+    agreement.insert(first + [Word(" Lubeck", 1.6, 2.0)])
+    assert [w.word for w in agreement.committed] == [" in", " Strasburg,", " Bazel,"]
+    respelled = [Word(" Basil,", 1.02, 1.48), Word(" Lubeck", 1.6, 2.0), Word(" and", 2.1, 2.3)]
+    agreement.insert(respelled)
+    agreement.insert(respelled + [Word(" other", 2.4, 2.7)])
+    assert [w.word for w in agreement.committed] == [" in", " Strasburg,", " Bazel,", " Lubeck", " and"]
+
+
+def test_a_different_word_in_the_same_place_is_still_new():
+    from streamer.core.agreement import new_words_after
+    from streamer.hypothesis import Word
+
+    committed = [Word(" the", 0.0, 0.2), Word(" cat", 0.2, 0.6)]
+    assert [w.word for w in new_words_after(committed, [Word(" sat", 0.45, 0.8)])] == [" sat"]

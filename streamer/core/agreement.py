@@ -16,6 +16,7 @@ Committed words are append-only: nothing here ever changes or removes one.
 
 from __future__ import annotations
 
+import difflib
 import unicodedata
 from typing import Sequence
 
@@ -55,7 +56,26 @@ def new_words_after(committed: Sequence[Word], words: Sequence[Word]) -> list[Wo
     last_end = committed[-1].end
     split = next((i for i, w in enumerate(words) if (w.start + w.end) / 2 > last_end - TIME_TOLERANCE), len(words))
     split = _refine_split(committed, words, split, last_end)
+    if split < len(words) and _respelled(committed[-1], words[split]):
+        split += 1
     return words[split:]
+
+
+def _respelled(last: Word, first: Word) -> bool:
+    """Is ``first`` the committed ``last`` word heard again, spelt differently ("Bazel"/"Basil")?
+
+    Exact repeats are handled by text matching; a re-spelling defeats it. It is the same
+    word when it lies mostly inside the committed word's time span and the spellings are
+    similar.
+    """
+    overlap = min(last.end, first.end) - max(last.start, first.start)
+    duration = max(first.end - first.start, 1e-3)
+    if overlap < 0.5 * duration:
+        return False
+    a, b = normalize_word(last.word), normalize_word(first.word)
+    if a == b or min(len(a), len(b)) < 4:  # short words ("cat"/"sat") are too alike to judge
+        return False
+    return difflib.SequenceMatcher(a=a, b=b).ratio() >= 0.6
 
 
 def _refine_split(committed: Sequence[Word], words: list[Word], split: int, last_end: float) -> int:
