@@ -457,3 +457,31 @@ def test_pause_commit_stops_at_an_unsure_word():
     stream(proc, engine, noise(2.5), finish=False)
     assert proc.committed_text == "sure"                   # the pause decode trusted only the sure word
     assert [w.word for w in proc.tentative_words] == [" mumble"]
+
+
+def test_a_rejected_final_decode_keeps_the_tentative_words():
+    """End of stream: if the last decode is rejected as no-speech, the words heard before are committed."""
+    from streamer.config import StreamConfig
+    from streamer.core.stream import StreamProcessor
+    from streamer.engine.scripted import ScriptedEngine
+    from streamer.hypothesis import Hypothesis, Word
+
+    words = (Word(" do", 0.1, 0.3), Word(" for", 0.3, 0.5), Word(" your", 0.5, 0.7), Word(" country.", 0.7, 1.2))
+    calls = []
+
+    def script(request):
+        calls.append(request)
+        if len(calls) == 1:  # one accepted hypothesis: nothing agreed yet, all tentative
+            return Hypothesis(words=words, language="en", avg_logprob=-0.2, no_speech_prob=0.01)
+        return Hypothesis(words=words, language="en", avg_logprob=-1.5, no_speech_prob=0.95)  # rejected
+
+    engine = ScriptedEngine(script)
+    processor = StreamProcessor(StreamConfig(use_vad=False, min_chunk=1.0))
+    processor.feed(np.zeros(16000 * 1, dtype=np.float32))
+    processor.complete(engine.decode(processor.next_request()))
+    assert processor.committed_words == [] and [w.word for w in processor.tentative_words][-1] == " country."
+    processor.finish()
+    while (request := processor.next_request()) is not None:
+        processor.complete(engine.decode(request))
+    assert processor.done
+    assert processor.committed_text == "do for your country."

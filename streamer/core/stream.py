@@ -337,7 +337,13 @@ class StreamProcessor:
     def _apply(self, inflight: _InFlight, words: list[Word], rejected: bool) -> list[Word]:
         kind, utterance, timemap = inflight.kind, inflight.utterance, inflight.timemap
         if kind == "final":
+            earlier = self._agreement.tentative
             new = self._agreement.commit_all(words)
+            if not new and earlier:
+                # The last decode was rejected by a guard (a short tail window often looks like
+                # no-speech) or heard nothing new: the tentative words that accepted decodes of
+                # this utterance produced are all we will ever have, so commit them, not lose them.
+                new = self._agreement.commit_all(earlier)
             self._retire(utterance)
             return new
         if kind == "forced":
