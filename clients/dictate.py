@@ -113,16 +113,28 @@ async def gated_chunks(capture: ThreadCapture, gate: Gate, ended: asyncio.Event)
 
 
 class Dictation:
-    """Glue: committed words -> spoken punctuation -> typer; state lines to stderr."""
+    """Glue: committed words -> spoken punctuation -> typer; state lines to stderr.
 
-    def __init__(self, typer: Typer, punctuation: SpokenPunctuation) -> None:
-        self.typer, self.punctuation = typer, punctuation
+    While a push-to-talk key is held, X gives the keyboard to the grabbing client (us), so
+    keystrokes typed then would never reach the focused window: text committed during the
+    hold is kept and typed when the key comes up.
+    """
+
+    def __init__(self, typer: Typer, punctuation: SpokenPunctuation, gate: "Gate | None" = None) -> None:
+        self.typer, self.punctuation, self.gate = typer, punctuation, gate
+        self._held = ""
 
     def on_update(self, transcript: Transcript, new: list[Word]) -> None:
-        self.typer.type(self.punctuation.feed([w.word for w in new]))
+        text = self.punctuation.feed([w.word for w in new])
+        if self.gate is not None and self.gate.push_to_talk and self.gate.held:
+            self._held += text
+        else:
+            self.typer.type(self._held + text)
+            self._held = ""
 
     def end_utterance(self) -> None:
-        self.typer.type(self.punctuation.flush())
+        self.typer.type(self._held + self.punctuation.flush())
+        self._held = ""
 
     @staticmethod
     def on_state(state: State, detail: str) -> None:
@@ -140,8 +152,8 @@ async def dictate(args: argparse.Namespace, endpoint: Endpoint) -> str:
     """Run until the audio source ends (``--file``) or the user interrupts; return what was typed."""
     capture = make_capture(args)
     typer = Typer(args.typer)
-    work = Dictation(typer, SpokenPunctuation(args.spoken_punctuation))
     gate = Gate(bool(args.push_to_talk), capture, paused=args.start_paused)
+    work = Dictation(typer, SpokenPunctuation(args.spoken_punctuation), gate)
     hotkeys = start_hotkeys(args, gate)
     typing = asyncio.create_task(typer.run())
     ended = asyncio.Event()
