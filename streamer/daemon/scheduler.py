@@ -111,13 +111,8 @@ class Scheduler:
 
     async def close(self) -> None:
         """Stop scheduling (sessions should be finished first) and release the worker thread."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await _cancel(self._task)
+        self._task = None
         loop = asyncio.get_running_loop()
         for executor in (self._executor, self._core):  # joining a busy worker must not block the loop
             await loop.run_in_executor(None, executor.shutdown, True)
@@ -255,13 +250,8 @@ class LoopMonitor:
         self.max_stall = 0.0
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await _cancel(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:
@@ -274,3 +264,14 @@ class LoopMonitor:
                     self.metrics.loop_stall_max.set(stall)
             if self.metrics:
                 self.metrics.loop_stall.observe(stall)
+
+
+async def _cancel(task: asyncio.Task | None) -> None:
+    """Cancel a background task and wait until it has really stopped."""
+    if task is None:
+        return
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
