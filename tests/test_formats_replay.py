@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from streamer.bench.stream import SimulatedClock
 from streamer.bench.metrics import CommittedWord, pauses, sentence_latencies, wer, word_edit_distance, words_in_spans
 from streamer.config import StreamConfig
 from streamer.engine.scripted import ScriptedEngine, timeline_script
@@ -54,22 +55,9 @@ def test_format_helpers():
         render(WORDS, "docx")
 
 
-class FakeClock:
-    """Wall clock for real-time replay tests: sleeping and decoding advance it."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += max(seconds, 1e-3)
-
-
 def test_realtime_replay_is_paced_by_the_clock_and_counts_decode_time():
     timeline = [Word(f" w{i}", 1.0 + 0.4 * i, 1.3 + 0.4 * i) for i in range(20)]
-    clock = FakeClock()
+    clock = SimulatedClock()  # sleeping and decoding advance it
     inner = timeline_script(timeline, unstable_tail=True)
 
     def slow(request: DecodeRequest) -> Hypothesis:

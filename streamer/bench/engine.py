@@ -21,24 +21,15 @@ import numpy as np
 
 from streamer.audio import load_audio
 from streamer.bench.data import manifest, require_data_dir
+from streamer.bench.metrics import wer
 from streamer.hypothesis import DecodeRequest
-
-
-def word_error_rate(references: list[str], hypotheses: list[str]) -> float:
-    """Corpus WER after the Whisper English normaliser (as the issue's targets are stated)."""
-    import jiwer
-    from whisper_normalizer.english import EnglishTextNormalizer
-
-    norm = EnglishTextNormalizer()
-    pairs = [(norm(r), norm(h)) for r, h in zip(references, hypotheses) if norm(r).strip()]
-    return jiwer.wer([r for r, _ in pairs], [h or "<empty>" for _, h in pairs])
 
 
 def corpus_wer(engine, folder: str, language: str | None = "en") -> tuple[float, list[str]]:
     """Greedy decode every clip of a shared-data folder; corpus WER against its transcripts."""
     clips = [c for c in manifest(folder) if c.seconds <= 30]
     texts = [engine.decode(DecodeRequest(load_audio(c.path), language=language)).text for c in clips]
-    return word_error_rate([c.transcript for c in clips], texts), texts
+    return wer([c.transcript for c in clips], texts), texts
 
 
 def _percentile(values: list[float], q: float) -> float:
