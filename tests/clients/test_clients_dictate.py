@@ -38,17 +38,21 @@ def test_always_on_types_committed_words_with_spoken_punctuation(daemon: Threade
     proc = dictate(daemon, "--speed", "2")
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
-    wait_for(lambda: text_box().rstrip().endswith("."), 10, what="typed text")
+    wait_for(lambda: "much" in text_box().lower(), 10, what="typed text")
+    time.sleep(0.5)  # let the Tk mirror catch up with the last keystrokes
     typed = text_box()
     lines = typed.splitlines()
-    assert len(lines) == 2, typed  # "new line" became a line break
-    assert "dictation test." in lines[0].lower(), typed
+    # tiny.en reads espeak's final "period" as "Thea Reid" now and then, so the line break from
+    # "new line" (Whisper never writes one itself) is what proves the spoken punctuation here
+    assert len(lines) == 2, typed
+    assert "typing test" in lines[0].lower(), typed
     assert lines[1].lower().startswith("thank you"), typed
     assert "period" not in typed.lower() and "new line" not in typed.lower(), typed
 
 
 def test_push_to_talk_types_only_while_the_key_is_held(daemon: ThreadedDaemon, text_box) -> None:
-    """F9 held over the first sentence only (the clip's "new line" starts at about 3.6 s)."""
+    """F9 held over the first sentence only: it ends at about 1.8 s and "new line" starts at about
+    3.9 s, so releasing at 2.9 s leaves a second of slack either way on a loaded machine."""
     proc = dictate(daemon, "--speed", "1", "--push-to-talk", "F9", "--pause-key", "none")
     assert proc.stderr is not None
     for line in proc.stderr:
@@ -56,7 +60,7 @@ def test_push_to_talk_types_only_while_the_key_is_held(daemon: ThreadedDaemon, t
             break
     start = time.monotonic()
     subprocess.run(["xdotool", "keydown", "F9"], check=True)
-    time.sleep(max(0.0, start + 3.3 - time.monotonic()))
+    time.sleep(max(0.0, start + 2.9 - time.monotonic()))
     subprocess.run(["xdotool", "keyup", "F9"], check=True)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
@@ -64,23 +68,24 @@ def test_push_to_talk_types_only_while_the_key_is_held(daemon: ThreadedDaemon, t
     time.sleep(0.5)  # let the Tk mirror catch up with the last keystrokes
     typed = text_box()
     # the key goes down by wall clock while the file plays: on a loaded machine the first word can
-    # fall before it, which changes tiny.en's reading of "dictation", so only "test" is required
+    # fall before it, so only the sentence's last word is required
     assert "test" in typed.lower(), typed
     assert "thank" not in typed.lower(), typed
 
 
 def test_pause_key_resumes_a_paused_dictation(daemon: ThreadedDaemon, text_box) -> None:
-    """Started paused; F8 resumes after the first sentence, so only the second one is typed."""
+    """Started paused; F8 resumes in the pause between the sentences (1.8 s to 3.9 s), so only the
+    second one is typed."""
     proc = dictate(daemon, "--speed", "1", "--start-paused", "--pause-key", "F8")
     assert proc.stderr is not None
     for line in proc.stderr:
         if "capturing" in line:
             break
-    time.sleep(3.4)
+    time.sleep(2.9)
     subprocess.run(["xdotool", "key", "F8"], check=True)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     wait_for(text_box, 10, what="typed text")
     time.sleep(0.5)
     typed = text_box().lower()
-    assert "thank" in typed and "dictation" not in typed, typed
+    assert "thank" in typed and "typing" not in typed, typed

@@ -87,7 +87,7 @@ def test_overlay_shows_mic_and_system_audio_as_two_rows(daemon: ThreadedDaemon, 
         driver.until(lambda r: [s[0] for s in r["states"].values()] == ["connected"] * 2, 20, "subscriptions")
         senders = [stream_wav(daemon.url, jfk_wav, 2.0, source="monitor"),
                    stream_wav(daemon.url, DICTATION_WAV, 1.5, source="mic")]
-        report = driver.until(lambda r: "country" in text(r, "Others") and "dictation" in text(r, "Me"), 45,
+        report = driver.until(lambda r: "country" in text(r, "Others") and "typing" in text(r, "Me"), 45,
                               "captions in both rows")
         assert report["lines"] == {"Me": 2, "Others": 2}
         time.sleep(0.3)
