@@ -9,6 +9,13 @@ forced 48-token decodes of a 30 s window at batch 1, 8 and 32:
 Prints ms per window, ms per token, peak GPU memory, and checks that the compiled path
 recompiles nothing after warm-up. Writes JSON next to the table.
 
+It also estimates the daemon's capacity with large-v3 (issue 4's load benchmark): random weights
+produce no real text, so sentence latency cannot be measured as `streamer bench load` does on
+the CPU. Instead, for each batch size N the scheduler would run N streams with one batched
+decode per round: a round takes max(min_chunk, batch time) (configs/gpu.toml), and a word is
+committed after two agreeing hypotheses, so latency ~ 2 rounds + one batch time. The largest N
+whose estimate stays under 3 s is printed as the large-v3 capacity, labelled as an estimate.
+
     python bench/gpu_engine.py --out gpu_engine.json          # on the GPU machine
     python bench/gpu_engine.py --smoke                        # tiny shapes on CPU: checks the script runs
 """
@@ -84,6 +91,25 @@ def time_decode(model, decoder: KVDecoder, compiled: CompiledDecoder | None, bat
             "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else 0.0}
 
 
+def capacity_estimate(compiled: list[dict], target_s: float = 3.0) -> dict:
+    """Streams per GPU at real time with the GPU profile's update interval (see the docstring)."""
+    from streamer.config import load_settings
+
+    interval = load_settings("gpu").stream.min_chunk
+    rows = []
+    print(f"\ndaemon capacity estimate (large-v3, min_chunk {interval} s; latency ~ 2 rounds + 1 batch):")
+    for r in compiled:
+        batch_s = r["ms_per_batch"] / 1000
+        round_s = max(interval, batch_s)
+        latency = 2 * round_s + batch_s
+        rows.append({"streams": r["batch"], "round_s": round(round_s, 3), "latency_estimate_s": round(latency, 3)})
+        print(f"  {r['batch']:3d} streams: a round every {round_s:.2f} s, sentence latency ~ {latency:.2f} s")
+    fitting = [row["streams"] for row in rows if row["latency_estimate_s"] < target_s]
+    best = max(fitting, default=0)
+    print(f"largest measured N with estimated latency < {target_s:.0f} s: {best} (estimate, random weights)")
+    return {"min_chunk": interval, "rows": rows, "largest_streams_under_target": best}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", default="1,8,32")
@@ -133,8 +159,10 @@ def main() -> int:
     print(f"batch {largest['batch']} vs batch {c1['batch']}: {largest['ms_per_batch'] / c1['ms_per_batch']:.2f}x "
           "(target <= 8x)")
     print(f"recompiles after warm-up: {recompiles} (target 0)")
+    capacity = capacity_estimate(results["compiled"])
     args.out.write_text(json.dumps({"results": results, "speedup_b1": speedup, "recompiles": recompiles,
-                                    "device": str(device), "torch": torch.__version__}, indent=1))
+                                    "capacity": capacity, "device": str(device), "torch": torch.__version__},
+                                   indent=1))
     return 0 if recompiles == 0 else 1
 
 

@@ -11,12 +11,17 @@ in the same run. Reported:
   (hallucinations; the clips are replayed fast: VAD gating and guards are identical and
   fast replay decodes more often, so it is the stricter test);
 * decode time per update (p50, p95), the largest decode window, peak RSS.
+
+Real-time numbers move between runs (decode times shift the update points, and with them
+what gets committed), so ``--runs N`` replays every file N times and adds a median row; the
+offline baseline is deterministic and decoded once.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import logging
 import os
 import platform
@@ -49,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--simulate", metavar="FIXED,PER_SECOND",
                         help="real time on a simulated clock: each decode takes FIXED + PER_SECOND x window "
                              "seconds (policy exploration on a busy machine; not a measurement)")
+    parser.add_argument("--runs", type=int, default=1, help="replay every file this many times; adds medians")
     parser.add_argument("--no-offline", action="store_true", help="skip the offline decode baseline")
     parser.add_argument("--no-nonspeech", action="store_true", help="skip the nonspeech/ clips")
     parser.add_argument("--json", type=Path, default=Path("bench_stream.json"), help="write results here")
@@ -77,6 +83,22 @@ class FileResult:
     max_lag_seconds: float
     text: str
     offline_text: str | None
+    run: int = 1  # 1..N; 0 marks the median row of several runs
+
+
+MEDIAN_FIELDS = ("wer", "latency_p50", "latency_p90", "latency_max", "latency_p90_first_quarter",
+                 "latency_p90_last_quarter", "missing_sentences", "pause_words", "decodes", "decode_p50",
+                 "decode_p95", "max_window_seconds", "max_lag_seconds", "wall_seconds")
+
+
+def median_result(runs: list[FileResult]) -> FileResult:
+    """One row of per-metric medians over several runs of the same model and file (``run`` 0)."""
+    def med(name: str):
+        values = [getattr(r, name) for r in runs if getattr(r, name) is not None]
+        return _r(statistics.median(values), 4) if values else None
+
+    return FileResult(**{**asdict(runs[0]), **{name: med(name) for name in MEDIAN_FIELDS}, "run": 0,
+                         "text": "", "offline_text": None})
 
 
 @dataclass
@@ -112,7 +134,9 @@ def load_longform(path: Path, limit: float) -> tuple[np.ndarray, list[dict], str
     return audio, segments, reference
 
 
-def bench_file(model: str, engine, settings, path: Path, args: argparse.Namespace) -> FileResult:
+def bench_file(model: str, engine, settings, path: Path, args: argparse.Namespace, *,
+               offline_text: str | None = None, run: int = 1) -> FileResult:
+    """One real-time replay of one file; the offline decode too unless given (or ``--no-offline``)."""
     from streamer.replay import replay, transcribe_offline
 
     language = args.language or None
@@ -128,8 +152,7 @@ def bench_file(model: str, engine, settings, path: Path, args: argparse.Namespac
     duration = audio.size / SAMPLE_RATE
     first = [lat for lat, s in zip(latencies, segments) if lat is not None and s["end"] <= duration / 4]
     last = [lat for lat, s in zip(latencies, segments) if lat is not None and s["end"] > duration * 3 / 4]
-    offline_text = None
-    if not args.no_offline:
+    if offline_text is None and not args.no_offline:
         offline_text = "".join(w.word for w in transcribe_offline(engine, audio, language=language)).strip()
     return FileResult(
         model=model, file=path.name, audio_seconds=round(duration, 2), wall_seconds=round(result.wall_seconds, 2),
@@ -142,7 +165,7 @@ def bench_file(model: str, engine, settings, path: Path, args: argparse.Namespac
         pause_words=len(words_in_spans(committed, pauses(segments))),
         decodes=len(result.decode_seconds), decode_p50=_r(percentile(result.decode_seconds, 50)),
         decode_p95=_r(percentile(result.decode_seconds, 95)), max_window_seconds=round(result.max_window_seconds, 2),
-        max_lag_seconds=round(result.max_lag_seconds, 2), text=result.text, offline_text=offline_text)
+        max_lag_seconds=round(result.max_lag_seconds, 2), text=result.text, offline_text=offline_text, run=run)
 
 
 class SimulatedClock:
@@ -221,16 +244,16 @@ def format_table(files: list[FileResult], nonspeech: list[NonspeechResult], info
     lines = [f"# streamer bench stream ({realtime}), {info['date']}, "
              f"{info['processor']}, {info['cpus']} CPUs, torch {info['torch']} ({info['torch_threads']} threads)"
              + (f", {info['cuda']}" if info["cuda"] else ""),
-             f"{'model':8} {'file':14} {'audio s':>7} {'WER %':>6} {'offline':>7} {'lat p50':>7} {'p90':>5} "
+             f"{'model':8} {'file':14} {'run':>3} {'audio s':>7} {'WER %':>6} {'offline':>7} {'lat p50':>7} {'p90':>5} "
              f"{'max':>5} {'p90 Q1':>6} {'p90 Q4':>6} {'miss':>4} {'pause w':>7} {'dec p50':>7} {'p95':>5} "
              f"{'max win':>7} {'max lag':>7}"]
     for r in files:
         name = "silence+noise" if "silence" in r.file else "32 sentences"
         lines.append(
-            f"{r.model:8} {name:14} {r.audio_seconds:7.1f} {r.wer * 100:6.2f} "
+            f"{r.model:8} {name:14} {'med' if r.run == 0 else r.run:>3} {r.audio_seconds:7.1f} {r.wer * 100:6.2f} "
             f"{f(None if r.offline_wer is None else r.offline_wer * 100):>7} {f(r.latency_p50):>7} "
             f"{f(r.latency_p90):>5} {f(r.latency_max):>5} {f(r.latency_p90_first_quarter):>6} "
-            f"{f(r.latency_p90_last_quarter):>6} {r.missing_sentences:4d} {r.pause_words:7d} "
+            f"{f(r.latency_p90_last_quarter):>6} {r.missing_sentences:>4g} {r.pause_words:>7g} "
             f"{f(r.decode_p50):>7} {f(r.decode_p95):>5} {r.max_window_seconds:7.1f} {r.max_lag_seconds:7.1f}")
     for n in nonspeech:
         lines.append(f"{n.model:8} nonspeech: {n.words} words on {n.clips} clips ({n.seconds:.0f} s)")
@@ -251,14 +274,23 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         log.error("missing: %s", ", ".join(map(str, missing)))
         return 2
+    if args.runs < 1:
+        log.error("--runs must be at least 1")
+        return 2
     files, nonspeech, peaks = [], [], {}
     for model in [m.strip() for m in args.models.split(",") if m.strip()]:
         settings = load_settings(args.config, {**parse_set_flags(args.set), "engine.model": model})
         engine = load_engine(settings.engine)
         warm_up(engine, args.language or None)
         for path in paths:
-            files.append(bench_file(model, engine, settings, path, args))
-            print(format_table(files[-1:], [], machine(), mode(args)).splitlines()[-1], flush=True)
+            runs: list[FileResult] = []
+            for run_number in range(1, args.runs + 1):
+                offline = runs[0].offline_text if runs else None
+                runs.append(bench_file(model, engine, settings, path, args, offline_text=offline, run=run_number))
+                print(format_table(runs[-1:], [], machine(), mode(args)).splitlines()[-1], flush=True)
+            files.extend(runs)
+            if len(runs) > 1:
+                files.append(median_result(runs))
         if not args.no_nonspeech:
             nonspeech.append(bench_nonspeech(model, engine, settings, data, args))
         peaks[model] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
