@@ -485,3 +485,32 @@ def test_a_rejected_final_decode_keeps_the_tentative_words():
         processor.complete(engine.decode(request))
     assert processor.done
     assert processor.committed_text == "do for your country."
+
+
+def test_a_rejected_forced_decode_keeps_the_words_before_the_cut():
+    """At the buffer cap the window's first part is cut away: if that decode is rejected, the words
+    earlier decodes heard there are committed rather than trimmed away unheard."""
+    words = tuple(Word(f" w{i}", 0.5 + i * 0.5, 0.9 + i * 0.5) for i in range(22))  # 0.5 s .. 11.4 s
+    calls = []
+
+    def script(request: DecodeRequest) -> Hypothesis:
+        calls.append(request)
+        seen = request.audio.size / SR
+        heard = tuple(Word(w.word, w.start - request.offset, w.end - request.offset, 0.9)
+                      for w in words if request.offset <= w.start and w.end - request.offset <= seen)
+        heard = heard + (Word(f" guess{len(calls)}", seen - 0.3, seen, 0.9),)  # never agrees: nothing commits
+        if seen > 9.97:  # the forced decode of the cap's 10 s: rejected as no-speech
+            return Hypothesis(words=heard, language="en", avg_logprob=-1.5, no_speech_prob=0.95)
+        return Hypothesis(words=heard, language="en", avg_logprob=-0.2, no_speech_prob=0.01)
+
+    cfg = StreamConfig(use_vad=False, min_chunk=9.9, agreement_n=3, max_buffer=10.0, trim_to=5.0)
+    proc = StreamProcessor(cfg)
+    engine = ScriptedEngine(script)
+    proc.feed(np.zeros(int(9.95 * SR), dtype=np.float32))
+    run_until_idle(proc, engine)             # one accepted decode of 9.95 s: everything tentative
+    assert proc.committed_words == [] and len(proc.tentative_words) == 20
+    proc.feed(np.zeros(int(1.0 * SR), dtype=np.float32))
+    run_until_idle(proc, engine)             # over the cap: forced decode, rejected
+    cut = cfg.max_buffer - cfg.trim_to
+    assert [w.word for w in proc.committed_words] == [w.word for w in words if w.end <= cut]
+    assert proc.buffer_seconds <= cfg.max_buffer

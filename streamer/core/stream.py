@@ -347,6 +347,10 @@ class StreamProcessor:
             self._retire(utterance)
             return new
         if kind == "forced":
+            if rejected:
+                # The audio before the cut is about to leave the buffer for good: what accepted
+                # decodes heard there (the tentative words) is all that can still be committed.
+                words = self._agreement.tentative
             return self._forced(utterance, words, timemap)
         if rejected:
             return []
