@@ -514,3 +514,31 @@ def test_a_rejected_forced_decode_keeps_the_words_before_the_cut():
     cut = cfg.max_buffer - cfg.trim_to
     assert [w.word for w in proc.committed_words] == [w.word for w in words if w.end <= cut]
     assert proc.buffer_seconds <= cfg.max_buffer
+
+
+def test_a_final_decode_that_hears_nothing_with_a_prompt_is_retried_without_it():
+    """Whisper can end at once when the prompt seems to cover the audio; the utterance's last
+    window leaves the buffer after its final decode, so it is decoded again without the prompt."""
+    words = timeline(20, start=0.5, step=0.5)  # 0.5 s .. 10.3 s
+
+    def script(request: DecodeRequest) -> Hypothesis:
+        if request.prompt and request.audio.size / SR > 8.0:  # the big final window, prompted: nothing
+            return Hypothesis((), "en", -1.4, 0.02)
+        heard = tuple(Word(w.word, round(w.start - request.offset, 3), round(w.end - request.offset, 3), 0.9)
+                      for w in words if w.start >= request.offset and w.end - request.offset <= request.audio.size / SR)
+        return Hypothesis(heard, "en", -0.2, 0.01)
+
+    engine = ScriptedEngine(script)
+    proc = StreamProcessor(StreamConfig(use_vad=False, min_chunk=2.0, pause_commit=0, trim_to=3.0, max_buffer=12.0))
+    proc.feed(np.zeros(2 * SR, dtype=np.float32))
+    run_until_idle(proc, engine)
+    proc.feed(np.zeros(2 * SR, dtype=np.float32))
+    run_until_idle(proc, engine)   # two agreeing hypotheses: the first words commit, the buffer is trimmed
+    assert proc.committed_words
+    proc.feed(np.zeros(int(6.8 * SR), dtype=np.float32))
+    proc.finish()
+    run_until_idle(proc, engine)
+    assert proc.done
+    assert [w.word for w in proc.committed_words] == [w.word for w in words]
+    finals = engine.calls[-2:]
+    assert finals[0].prompt and finals[1].prompt == "" and finals[0].offset == finals[1].offset

@@ -74,6 +74,7 @@ class _InFlight:
     kind: Kind
     timemap: TimeMap
     pause_start: float = 0.0
+    prompt: str = ""
 
 
 class StreamProcessor:
@@ -154,6 +155,14 @@ class StreamProcessor:
             log.debug("hypothesis rejected (%s): %r", ",".join(verdict.reasons), hypothesis.text)
         words = self._stream_words(verdict.words, inflight.timemap)
         utterance = inflight.utterance
+        if not words and not verdict.rejected and inflight.prompt and inflight.kind in ("final", "forced"):
+            # Whisper sometimes ends at once when prompted (tiny.en on LJ001-0001 from 1.23 s to
+            # 9.65 s, prompt "printing in the": no words, no-speech 0.02; from 1.27 s, or without
+            # the prompt, all 24 words). This window's audio leaves the buffer after this
+            # decode, so it is tried once more unprompted.
+            log.debug("%s decode heard nothing with a prompt: retrying without it", inflight.kind)
+            self._prompt.reset(len(self._agreement.committed))
+            return None
         new = self._apply(inflight, words, verdict.rejected)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s [%.2f-%.2f] heard %r -> committed %r, tentative %r", inflight.kind,
@@ -311,9 +320,9 @@ class StreamProcessor:
         if kind == "pause":
             pause_start, utterance.pause_at = utterance.pause_at, None
             utterance.heard_speech = False
-        self._inflight = _InFlight(utterance, kind, timemap, pause_start)
-        self.max_window_seconds = max(self.max_window_seconds, audio.size / SAMPLE_RATE)
         prompt = self._prompt.build(self._agreement.committed, before=timemap.start)
+        self._inflight = _InFlight(utterance, kind, timemap, pause_start, prompt)
+        self.max_window_seconds = max(self.max_window_seconds, audio.size / SAMPLE_RATE)
         return DecodeRequest(audio=audio, prompt=prompt, language=self.language, task=self.task,
                              offset=timemap.start)
 
