@@ -58,8 +58,10 @@ def test_page_captions_microphone_and_downloads(daemon: ThreadedDaemon, browser,
     rate = page.inner_text("#info")
     assert re.search(r"\d{4,5} Hz", rate), rate
     page.screenshot(path=str(artifacts / "web-live.png"))
-    # The clip ends at 11 s; its last words may stay tentative until Stop asks the daemon to commit all.
-    page.wait_for_function("/do for your country/i.test(document.querySelector('#transcript').innerText)",
+    # The clip ends at 11 s with its second "country"; its last words may stay tentative until Stop
+    # asks the daemon to commit all. (Not the exact phrase: tiny.en's reading of live, resampled
+    # audio varies, and the recall check below is what measures it.)
+    page.wait_for_function("(document.querySelector('#transcript').innerText.match(/countr/gi) || []).length >= 2",
                            timeout=40000)
 
     page.click("#stop")
