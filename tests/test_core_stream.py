@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -491,17 +493,16 @@ def test_a_rejected_forced_decode_keeps_the_words_before_the_cut():
     """At the buffer cap the window's first part is cut away: if that decode is rejected, the words
     earlier decodes heard there are committed rather than trimmed away unheard."""
     words = tuple(Word(f" w{i}", 0.5 + i * 0.5, 0.9 + i * 0.5) for i in range(22))  # 0.5 s .. 11.4 s
-    calls = []
+    hear = timeline_script(words)
 
     def script(request: DecodeRequest) -> Hypothesis:
-        calls.append(request)
         seen = request.audio.size / SR
-        heard = tuple(Word(w.word, w.start - request.offset, w.end - request.offset, 0.9)
-                      for w in words if request.offset <= w.start and w.end - request.offset <= seen)
-        heard = heard + (Word(f" guess{len(calls)}", seen - 0.3, seen, 0.9),)  # never agrees: nothing commits
+        guess = Word(f" guess{len(engine.calls)}", seen - 0.3, seen, 0.9)  # never agrees: nothing commits
+        heard = hear(request)
+        heard = replace(heard, words=heard.words + (guess,))
         if seen > 9.97:  # the forced decode of the cap's 10 s: rejected as no-speech
-            return Hypothesis(words=heard, language="en", avg_logprob=-1.5, no_speech_prob=0.95)
-        return Hypothesis(words=heard, language="en", avg_logprob=-0.2, no_speech_prob=0.01)
+            return replace(heard, avg_logprob=-1.5, no_speech_prob=0.95)
+        return heard
 
     cfg = StreamConfig(use_vad=False, min_chunk=9.9, agreement_n=3, max_buffer=10.0, trim_to=5.0)
     proc = StreamProcessor(cfg)
@@ -520,13 +521,12 @@ def test_a_final_decode_that_hears_nothing_with_a_prompt_is_retried_without_it()
     """Whisper can end at once when the prompt seems to cover the audio; the utterance's last
     window leaves the buffer after its final decode, so it is decoded again without the prompt."""
     words = timeline(20, start=0.5, step=0.5)  # 0.5 s .. 10.3 s
+    hear = timeline_script(words)
 
     def script(request: DecodeRequest) -> Hypothesis:
         if request.prompt and request.audio.size / SR > 8.0:  # the big final window, prompted: nothing
             return Hypothesis((), "en", -1.4, 0.02)
-        heard = tuple(Word(w.word, round(w.start - request.offset, 3), round(w.end - request.offset, 3), 0.9)
-                      for w in words if w.start >= request.offset and w.end - request.offset <= request.audio.size / SR)
-        return Hypothesis(heard, "en", -0.2, 0.01)
+        return hear(request)
 
     engine = ScriptedEngine(script)
     proc = StreamProcessor(StreamConfig(use_vad=False, min_chunk=2.0, pause_commit=0, trim_to=3.0, max_buffer=12.0))

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import logging
 import os
 import platform
 import resource
+import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
