@@ -20,7 +20,8 @@ from streamer import formats
 from streamer_clients import client
 from streamer_clients.capture import (CaptureError, MicCapture, StdinFormat, array_chunks, paced,
                                       read_wav_header, stdin_binary, stdin_chunks)
-from streamer_clients.client import Endpoint, LiveSession, StartParams, State, Transcript, Word
+from streamer.protocol import StartParams
+from streamer_clients.client import Endpoint, LiveSession, State, Transcript, Word
 
 log = logging.getLogger("streamer.captions")
 

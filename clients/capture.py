@@ -19,6 +19,8 @@ from typing import Any, BinaryIO
 import numpy as np
 import soundfile
 
+from streamer.protocol import sample_width
+
 _EOF = b""
 
 
@@ -212,7 +214,7 @@ class StdinFormat:
 
     @property
     def bytes_per_second(self) -> int:
-        return self.sample_rate * self.channels * (2 if self.encoding == "pcm_s16le" else 4)
+        return self.sample_rate * self.channels * sample_width(self.encoding)
 
 
 def read_wav_header(stream: BinaryIO, head: bytes) -> tuple[StdinFormat, bytes]:

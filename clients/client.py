@@ -30,6 +30,8 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
+from streamer.protocol import CAPTIONS_PATH, FATAL_CLOSE_CODES, LISTEN_PATH, StartParams
+
 log = logging.getLogger("streamer.client")
 
 DEFAULT_URL = "ws://127.0.0.1:8765"
@@ -177,9 +179,6 @@ async def open_ws(endpoint: Endpoint, path: str, **query: Any) -> ClientConnecti
                          max_size=None, open_timeout=10, ping_interval=20, ping_timeout=20)
 
 
-FATAL_CLOSE_CODES = (1003, 1008, 1009)  # unsupported data, policy, too big: retrying cannot help
-
-
 def is_fatal(exc: BaseException) -> bool:
     """Errors that retrying cannot fix: a wrong token, a refused request, bad input (1013 is retried)."""
     if isinstance(exc, websockets.exceptions.InvalidStatus):
@@ -204,7 +203,7 @@ async def subscribe(endpoint: Endpoint, on_event: Callable[[dict[str, Any]], Non
     while not stop.is_set():
         notify(State.CONNECTING if backoff.attempt == 0 else State.RECONNECTING, endpoint.url)
         try:
-            async with await open_ws(endpoint, "/v1/captions", source=source, session=session) as ws:
+            async with await open_ws(endpoint, CAPTIONS_PATH, source=source, session=session) as ws:
                 notify(State.CONNECTED, endpoint.url)
                 backoff.reset()  # the next loss starts again from the shortest delay
                 await _pump_events(ws, on_event, stop)
@@ -251,21 +250,6 @@ async def _sleep_or_stop(delay: float, stop: asyncio.Event) -> None:
         pass
 
 
-@dataclass
-class StartParams:
-    """The ``start`` message of protocol v1."""
-
-    sample_rate: int = 16000
-    encoding: str = "pcm_f32le"
-    channels: int = 1
-    language: str | None = None
-    task: str = "transcribe"
-
-    def message(self) -> str:
-        return json.dumps({"type": "start", "sample_rate": self.sample_rate, "encoding": self.encoding,
-                           "channels": self.channels, "language": self.language, "task": self.task})
-
-
 class DaemonError(RuntimeError):
     """The daemon sent an ``error`` event (bad input, refused session)."""
 
@@ -296,7 +280,6 @@ class LiveSession:
         self.sessions: list[str] = []
         self.end_event: dict[str, Any] | None = None
         self.last_error: dict[str, Any] | None = None
-        self._bytes_per_second = params.sample_rate * params.channels * _sample_width(params.encoding)
 
     async def run(self, chunks: AsyncIterator[bytes]) -> Transcript:
         """Send every chunk, then ``stop``; return the full transcript once the daemon says ``end``."""
@@ -322,8 +305,8 @@ class LiveSession:
     async def _one_connection(self, chunks: AsyncIterator[bytes]) -> bool:
         """One websocket session; True when the audio ran out and the daemon sent ``end``."""
         self.on_state(State.CONNECTING if not self.sessions else State.RECONNECTING, self.endpoint.url)
-        async with await open_ws(self.endpoint, "/v1/listen", source=self.source) as ws:
-            await ws.send(self.params.message())
+        async with await open_ws(self.endpoint, LISTEN_PATH, source=self.source) as ws:
+            await ws.send(json.dumps(self.params.message()))
             ready = await self._expect_ready(ws)
             self.sessions.append(str(ready.get("session", "")))
             self.transcript.offset = self.sent_seconds
@@ -353,7 +336,7 @@ class LiveSession:
                 receiver.result()
                 raise websockets.exceptions.ConnectionClosedError(None, None)
             await ws.send(chunk)
-            self.sent_seconds += len(chunk) / self._bytes_per_second
+            self.sent_seconds += len(chunk) / self.params.bytes_per_second
 
     async def _receive(self, ws: ClientConnection) -> None:
         async for message in ws:
@@ -372,10 +355,6 @@ class LiveSession:
             elif kind == "error":  # fatal ones are followed by a close, which ends this loop
                 self.last_error = event
                 log.warning("daemon error %s: %s", event.get("code"), event.get("message"))
-
-
-def _sample_width(encoding: str) -> int:
-    return {"pcm_s16le": 2, "pcm_f32le": 4}[encoding]
 
 
 def finish_on_interrupt(finish: Callable[[], None], what: str = "finishing") -> None:

@@ -10,18 +10,16 @@ import logging
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import soundfile
 import soxr
 
 from streamer.hypothesis import SAMPLE_RATE
+from streamer.protocol import ENCODINGS
 
 log = logging.getLogger(__name__)
 
-Encoding = Literal["pcm_s16le", "pcm_f32le"]
-ENCODINGS: dict[str, tuple[str, int]] = {"pcm_s16le": ("<i2", 2), "pcm_f32le": ("<f4", 4)}
 
 
 class AudioError(Exception):
@@ -79,31 +77,62 @@ def _load_with_ffmpeg(path: Path, reason: str) -> np.ndarray:
     return np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
 
 
-def pcm_to_float32(data: bytes, encoding: Encoding) -> np.ndarray:
-    """Raw little-endian PCM bytes (whole samples only) to float32 in [-1, 1].
+def pcm_to_float32(data: bytes, encoding: str) -> np.ndarray:
+    """Raw little-endian PCM bytes (whole samples only) to float32 in [-1, 1]; strict one-shot form.
 
-    Callers that receive arbitrary frames keep the remainder themselves (see
-    :func:`split_whole_samples`), since a sample can straddle two network frames.
+    Network frames can cut a sample in two: :class:`PcmDecoder` is the streaming form.
     """
     if encoding not in ENCODINGS:
         raise AudioError(f"unknown encoding {encoding!r}; use one of {', '.join(ENCODINGS)}")
-    dtype, width = ENCODINGS[encoding]
+    width = ENCODINGS[encoding][1]
     if len(data) % width:
         raise AudioError(f"{encoding} data must be a multiple of {width} bytes, got {len(data)}")
-    raw = np.frombuffer(data, dtype=dtype)
-    if encoding == "pcm_s16le":
-        return raw.astype(np.float32) / 32768.0
-    out = raw.astype(np.float32)
+    out = _to_float32(np.frombuffer(data, dtype=ENCODINGS[encoding][0]), encoding)
     if not np.all(np.isfinite(out)):
         raise AudioError("pcm_f32le data contains NaN or infinite samples")
     return out
 
 
-def split_whole_samples(data: bytes, encoding: Encoding, channels: int = 1) -> tuple[bytes, bytes]:
-    """Split bytes into (whole interleaved frames, leftover) so no sample is cut in two."""
-    width = ENCODINGS[encoding][1] * channels
-    cut = len(data) - len(data) % width
-    return data[:cut], data[cut:]
+def _to_float32(raw: np.ndarray, encoding: str) -> np.ndarray:
+    if encoding == "pcm_s16le":
+        return raw.astype(np.float32) / 32768.0
+    return raw.astype(np.float32)
+
+
+class PcmDecoder:
+    """Raw PCM frames of any size to interleaved float32 in [-1, 1], for a live stream.
+
+    A sample (or interleaved frame) split across two network frames waits for the rest. Float
+    input that is NaN or infinite becomes silence instead of poisoning the model; the caller
+    learns of it through :attr:`nonfinite` and tells its client once.
+    """
+
+    def __init__(self, encoding: str, channels: int = 1) -> None:
+        if encoding not in ENCODINGS:
+            raise AudioError(f"unknown encoding {encoding!r}; use one of {', '.join(ENCODINGS)}")
+        self.encoding = encoding
+        self.frame_bytes = ENCODINGS[encoding][1] * channels
+        self.nonfinite = 0  # samples replaced by silence so far
+        self._remainder = b""
+
+    def decode(self, data: bytes) -> np.ndarray:
+        """The whole frames in what has arrived so far (interleaved float32)."""
+        data = self._remainder + data if self._remainder else data
+        cut = len(data) - len(data) % self.frame_bytes
+        self._remainder = data[cut:]
+        samples = _to_float32(np.frombuffer(data[:cut], dtype=ENCODINGS[self.encoding][0]), self.encoding)
+        if self.encoding == "pcm_f32le":
+            finite = np.isfinite(samples)
+            if not finite.all():
+                self.nonfinite += int(samples.size - finite.sum())
+                samples = np.where(finite, samples, np.float32(0.0))
+            np.clip(samples, -1.0, 1.0, out=samples)
+        return samples
+
+    def flush(self) -> int:
+        """End of stream: drop (and return the size of) a trailing partial frame."""
+        dropped, self._remainder = len(self._remainder), b""
+        return dropped
 
 
 class StreamResampler:

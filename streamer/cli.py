@@ -17,7 +17,7 @@ from streamer import __version__
 
 COMMANDS = [
     "streamer.replay",          # transcribe
-    "streamer.daemon.server",   # serve
+    "streamer.daemon.app",      # serve
     "streamer.daemon.mic",      # mic
     "streamer.bench.cli",       # bench
     "streamer_clients.captions",  # captions

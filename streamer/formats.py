@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Sequence, TextIO
 
 from streamer.hypothesis import Word
-from streamer_clients.subtitles import Cue, cues, stamp, to_srt, to_txt, to_vtt
+from streamer.subtitles import Cue, cues, stamp, to_srt, to_txt, to_vtt
 
 __all__ = ["FORMATS", "Cue", "cues", "render", "format_for_path", "write"]
 

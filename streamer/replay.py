@@ -22,6 +22,7 @@ import numpy as np
 from streamer.config import StreamConfig
 from streamer.core import StreamProcessor, TranscriptEvent
 from streamer.hypothesis import SAMPLE_RATE, MAX_WINDOW_SECONDS, DecodeRequest, Engine, Word
+from streamer.vad import detector_for
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def replay(audio: np.ndarray, engine: Engine, config: StreamConfig, *, realtime:
            clock: Callable[[], float] = time.perf_counter,
            sleep: Callable[[float], None] = time.sleep) -> ReplayResult:
     """Stream ``audio`` (16 kHz mono float32) through a processor and the engine until all is committed."""
-    proc = processor or StreamProcessor(config, language=language, task=task)
+    proc = processor or StreamProcessor(config, detector_for(config), language=language, task=task)
     frame = int(FRAME_SECONDS * SAMPLE_RATE)
     t0 = clock()
     rec = _Recorder(proc, engine, clock, t0, on_event)

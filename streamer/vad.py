@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from streamer.hypothesis import SAMPLE_RATE
+
+if TYPE_CHECKING:
+    from streamer.config import StreamConfig
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +120,22 @@ class SileroDetector:
         prob, self._state = self._net(x, self._state)
         self._context = x[:, -self._context_size:]
         return float(prob)
+
+
+def detector_for(config: "StreamConfig") -> SpeechDetector | None:
+    """The one place a stream's detector is built: silero-vad when ``config.use_vad``, else none.
+
+    Callers hand the result to :class:`~streamer.core.stream.StreamProcessor`, which stays free
+    of model code (silero loads torch).
+    """
+    return SileroDetector() if config.use_vad else None
+
+
+def warm_up_silero(windows: int = 96) -> None:
+    """Run silero once: its TorchScript model is slow on its first calls, which a client would feel."""
+    detector = SileroDetector()
+    for _ in range(3):
+        detector.probabilities(np.zeros(WINDOW * windows // 3, dtype=np.float32))
 
 
 class EnergyDetector:

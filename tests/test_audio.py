@@ -10,7 +10,7 @@ import pytest
 import soundfile
 
 from streamer.audio import (AudioError, StreamResampler, load_audio, pcm_to_float32, resample,
-                            split_whole_samples)
+                            PcmDecoder)
 
 
 def tone(rate: int, seconds: float, freq: float = 440.0) -> np.ndarray:
@@ -72,10 +72,18 @@ def test_pcm_errors():
         pcm_to_float32(b"", "mulaw")  # type: ignore[arg-type]
 
 
-def test_split_whole_samples():
-    assert split_whole_samples(b"abcde", "pcm_s16le") == (b"abcd", b"e")
-    assert split_whole_samples(b"abcdefgh", "pcm_s16le", channels=2) == (b"abcdefgh", b"")
-    assert split_whole_samples(b"abcdef", "pcm_f32le") == (b"abcd", b"ef")
+def test_pcm_decoder_keeps_split_samples_and_silences_nonfinite_floats():
+    ints = np.arange(-5, 5, dtype="<i2").tobytes()
+    dec = PcmDecoder("pcm_s16le", channels=2)
+    pieces = [dec.decode(ints[:3]), dec.decode(ints[3:9]), dec.decode(ints[9:])]
+    assert [p.size for p in pieces] == [0, 4, 6]  # whole stereo frames only (4 bytes, 2 samples each)
+    np.testing.assert_array_equal(np.concatenate(pieces) * 32768, np.arange(-5, 5))
+    floats = np.array([0.5, np.nan, np.inf, 2.0], dtype="<f4").tobytes()
+    fdec = PcmDecoder("pcm_f32le")
+    np.testing.assert_array_equal(fdec.decode(floats + b"\x00\x00"), [0.5, 0.0, 0.0, 1.0])
+    assert fdec.nonfinite == 2 and fdec.flush() == 2 and fdec.flush() == 0
+    with pytest.raises(AudioError, match="unknown encoding"):
+        PcmDecoder("mulaw")
 
 
 @pytest.mark.parametrize("rate,channels", [(44100, 2), (48000, 1), (8000, 1), (16000, 2)])

@@ -5,15 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from daemon_helpers import settings, timeline
+from support import scaled, timeline
+from support.ws import settings
 from streamer.bench.load import format_table, run_level
 from streamer.engine.scripted import ScriptedEngine, timeline_script
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(scaled(60))
 
 
 async def test_load_level_reports_latency_lag_and_batches():
-    words = timeline(4.0)
+    words = timeline(6)  # one every 0.6 s for 4 s
     segments = [{"start": 0.0, "end": 1.9, "text": " ".join(w.word for w in words[:3])},
                 {"start": 1.9, "end": 3.9, "text": " ".join(w.word for w in words[3:])}]
     audio = np.zeros(4 * 16000, dtype=np.float32)

@@ -3,39 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 import pytest
 
 from streamer.config import StreamConfig
-from streamer.core import StreamProcessor, TranscriptEvent, run_until_idle
+from streamer.core import StreamProcessor, run_until_idle
 from streamer.engine.scripted import ScriptedEngine, timeline_script
 from streamer.hypothesis import SAMPLE_RATE, DecodeRequest, Hypothesis, Word
 from streamer.vad import ScriptedDetector
+from support import feed_and_drain, noise
+from support import timeline as _timeline
+
+timeline = partial(_timeline, start=1.0, step=0.4)  # this file's words: from 1 s, one every 0.4 s
 
 SR = SAMPLE_RATE
-
-
-def timeline(n: int, start: float = 1.0, step: float = 0.4, prefix: str = "w") -> list[Word]:
-    return [Word(f" {prefix}{i}", round(start + i * step, 3), round(start + i * step + 0.3, 3)) for i in range(n)]
-
-
-def noise(seconds: float, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).normal(0, 0.01, int(seconds * SR)).astype(np.float32)
-
-
-def stream(processor: StreamProcessor, engine, audio: np.ndarray, chunk: float = 0.1,
-           finish: bool = True) -> list[TranscriptEvent]:
-    """Feed audio in chunks, running every due decode right away (an infinitely fast engine)."""
-    events = []
-    step = int(chunk * SR)
-    for i in range(0, audio.size, step):
-        processor.feed(audio[i:i + step])
-        events += run_until_idle(processor, engine)
-    if finish:
-        processor.finish()
-        events += run_until_idle(processor, engine)
-    return events
 
 
 def committed_of(events) -> list[Word]:
@@ -46,7 +29,7 @@ def test_finish_commits_every_word_and_events_are_consistent():
     words = timeline(20)
     engine = ScriptedEngine(timeline_script(words, unstable_tail=True))
     proc = StreamProcessor(StreamConfig(), ScriptedDetector([(0.9, 9.2)]))
-    events = stream(proc, engine, noise(11))
+    events = feed_and_drain(proc, engine, noise(11))
     assert proc.done
     assert [w.word for w in proc.committed_words][:19] == [w.word for w in words][:19]
     assert committed_of(events) == proc.committed_words          # events carry each commit exactly once
@@ -99,14 +82,14 @@ def test_end_silence_closes_utterance_and_commits_all_at_once():
     engine = ScriptedEngine(timeline_script(words))
     cfg = StreamConfig(end_silence=0.5, min_chunk=1.0)
     proc = StreamProcessor(cfg, ScriptedDetector([(0.95, 2.95), (5.95, 8.0)]))
-    events = stream(proc, engine, noise(3.6), finish=False)
+    events = feed_and_drain(proc, engine, noise(3.6), finish=False)
     assert [w.word.strip() for w in proc.committed_words] == [f"w{i}" for i in range(5)]
     assert events[-1].tentative == ()
     assert proc.buffer_seconds == 0.0                             # utterance closed: buffer reset
     calls_before = len(engine.calls)
-    stream(proc, engine, noise(2.0), finish=False)                # 3.6 .. 5.6 s: silence
+    feed_and_drain(proc, engine, noise(2.0), finish=False)                # 3.6 .. 5.6 s: silence
     assert len(engine.calls) == calls_before
-    stream(proc, engine, noise(4.0))
+    feed_and_drain(proc, engine, noise(4.0))
     assert [w.word.strip() for w in proc.committed_words][5:] == [f"v{i}" for i in range(5)]
     # every decode window starts near speech: padding, not the preceding silence
     for call in engine.calls:
@@ -116,10 +99,10 @@ def test_end_silence_closes_utterance_and_commits_all_at_once():
 def test_long_pause_is_cut_out_of_the_buffer():
     words = timeline(3, start=1.0) + timeline(3, start=5.0, prefix="v")
     engine = ScriptedEngine(lambda r: Hypothesis((), "en", -0.2, 0.01, 1.0))
-    cfg = StreamConfig(end_silence=3.0, speech_pad=0.2, min_chunk=5.0)
+    # pause_commit 0: no decode at the pause, one final decode of the whole utterance
+    cfg = StreamConfig(end_silence=3.0, speech_pad=0.2, min_chunk=5.0, pause_commit=0)
     proc = StreamProcessor(cfg, ScriptedDetector([(1.0, 2.2), (5.0, 6.2)]))
-    proc.pause_commit = 0  # no decode at the pause: one final decode of the whole utterance
-    stream(proc, engine, noise(9.5))
+    feed_and_drain(proc, engine, noise(9.5))
     final = engine.calls[-1]
     # one utterance (pause 2.8 s < end_silence); the 2.8 s pause keeps only 2 x pad
     assert len(engine.calls) == 1
@@ -137,10 +120,9 @@ def test_timemap_maps_words_across_a_cut_pause():
         # the window holds [0.8, 2.2+0.2] then [4.8, ...]: the 3rd word lies after the cut
         return Hypothesis((Word(" w0", 0.2, 0.5), Word(" v0", 2.0, 2.3)), "en", -0.2, 0.01, 1.0)
 
-    proc = StreamProcessor(StreamConfig(end_silence=4.0, min_chunk=5.0, speech_pad=0.2),
+    proc = StreamProcessor(StreamConfig(end_silence=4.0, min_chunk=5.0, speech_pad=0.2, pause_commit=0),
                            ScriptedDetector([(1.0, 1.8), (5.0, 5.8)]))
-    proc.pause_commit = 0
-    stream(proc, ScriptedEngine(script), noise(11.0))
+    feed_and_drain(proc, ScriptedEngine(script), noise(11.0))
     assert len(seen) == 1
     # window = [0.77, 2.02) (speech 1.0-1.8 with ~0.22 s pads), then the cut, then [4.77, ...)
     first_run = 1.8 + 0.224 - 0.768
@@ -212,18 +194,18 @@ def test_slow_engine_never_sees_a_window_over_the_cap():
 def test_update_scheduling_by_min_chunk():
     engine = ScriptedEngine(timeline_script(timeline(30)))
     proc = StreamProcessor(StreamConfig(use_vad=False, min_chunk=2.0))
-    stream(proc, engine, noise(10.0), chunk=0.1, finish=False)
+    feed_and_drain(proc, engine, noise(10.0), chunk=0.1, finish=False)
     assert len(engine.calls) == 5
     proc2 = StreamProcessor(StreamConfig(use_vad=False, min_chunk=0.5))
     engine2 = ScriptedEngine(timeline_script(timeline(30)))
-    stream(proc2, engine2, noise(10.0), chunk=0.1, finish=False)
+    feed_and_drain(proc2, engine2, noise(10.0), chunk=0.1, finish=False)
     assert len(engine2.calls) == 20
 
 
 def test_silence_is_never_decoded_with_scripted_vad():
     engine = ScriptedEngine(timeline_script([]))
     proc = StreamProcessor(StreamConfig(), ScriptedDetector([]))
-    stream(proc, engine, noise(30.0))
+    feed_and_drain(proc, engine, noise(30.0))
     assert engine.calls == [] and proc.done
     assert proc.decoded_seconds == pytest.approx(proc.audio_seconds, abs=0.04)
 
@@ -231,7 +213,7 @@ def test_silence_is_never_decoded_with_scripted_vad():
 def test_vad_blip_is_not_decoded():
     engine = ScriptedEngine(timeline_script([Word(" you", 1.0, 1.1)]))
     proc = StreamProcessor(StreamConfig(), ScriptedDetector([(1.0, 1.1)]))
-    stream(proc, engine, noise(4.0))
+    feed_and_drain(proc, engine, noise(4.0))
     assert engine.calls == []
 
 
@@ -252,10 +234,9 @@ def test_no_speech_hypothesis_commits_nothing_and_resets_prompt():
         calls.append(request)
         return next(replies)
 
-    cfg = StreamConfig(end_silence=0.5, min_chunk=10)
+    cfg = StreamConfig(end_silence=0.5, min_chunk=10, pause_commit=0)
     proc = StreamProcessor(cfg, ScriptedDetector([(1.0, 2.0), (4.0, 5.0), (7.0, 8.0)]))
-    proc.pause_commit = 0
-    stream(proc, ScriptedEngine(script), noise(10.0))
+    feed_and_drain(proc, ScriptedEngine(script), noise(10.0))
     assert proc.committed_text == "Hello there. Again"
     assert calls[1].prompt == "Hello there."
     assert calls[2].prompt == ""                                   # reset after the suspect one
@@ -271,7 +252,7 @@ def test_prompt_is_the_bounded_tail_of_committed_text_before_the_window():
         return inner(request)
 
     proc = StreamProcessor(StreamConfig(use_vad=False, prompt_chars=30))
-    stream(proc, ScriptedEngine(script), noise(60.0), finish=False)
+    feed_and_drain(proc, ScriptedEngine(script), noise(60.0), finish=False)
     request, committed = seen[-1]
     before = "".join(w.word for w in committed if w.end <= request.offset).strip()
     assert 0 < len(request.prompt) <= 30
@@ -286,14 +267,14 @@ def test_repetition_loop_is_truncated():
     loop = [Word(" go", 0.2 + i * 0.1, 0.3 + i * 0.1) for i in range(8)]
     engine = ScriptedEngine(lambda r: hypothesis(Word(" Let's", 0.0, 0.2), *loop))
     proc = StreamProcessor(StreamConfig(min_chunk=10), ScriptedDetector([(1.0, 2.5)]))
-    stream(proc, engine, noise(4.0))
+    feed_and_drain(proc, engine, noise(4.0))
     assert proc.committed_text == "Let's go"
 
 
 def test_high_compression_ratio_is_rejected():
     engine = ScriptedEngine(lambda r: hypothesis(Word(" la", 0.2, 0.4), compression_ratio=3.1))
     proc = StreamProcessor(StreamConfig(min_chunk=10), ScriptedDetector([(1.0, 2.5)]))
-    stream(proc, engine, noise(4.0))
+    feed_and_drain(proc, engine, noise(4.0))
     assert proc.committed_text == "" and len(engine.calls) == 2   # at the pause, and the final one
 
 
@@ -307,7 +288,7 @@ def test_words_in_vad_nonspeech_are_dropped():
 
     cfg = StreamConfig(end_silence=3.0, speech_pad=0.5, min_chunk=10)   # the 1 s pause stays in the buffer
     proc = StreamProcessor(cfg, ScriptedDetector([(1.0, 2.0), (3.0, 4.0)]))
-    stream(proc, ScriptedEngine(script), noise(8.0))
+    feed_and_drain(proc, ScriptedEngine(script), noise(8.0))
     assert proc.committed_text == "real also"
 
 
@@ -331,17 +312,20 @@ def test_feed_rejects_bad_samples():
 def test_lag_during_speech_and_silence():
     words = timeline(10)
     engine = ScriptedEngine(timeline_script(words))
+    waiting = StreamProcessor(StreamConfig(min_chunk=1.0), ScriptedDetector([(1.0, 5.0)]))
+    waiting.feed(noise(4.0))                                       # speech not yet decoded is lag
+    assert waiting.audio_seconds - waiting.decoded_seconds == pytest.approx(4.0 - 0.8, abs=0.05)
     proc = StreamProcessor(StreamConfig(min_chunk=1.0), ScriptedDetector([(1.0, 5.0)]))
-    stream(proc, engine, noise(20.0), finish=False)
+    feed_and_drain(proc, engine, noise(20.0), finish=False)
     assert proc.audio_seconds - proc.decoded_seconds < 0.1       # silence after speech counts as handled
     proc.feed(noise(0.5))
-    assert proc.decoded_seconds <= proc.audio_seconds
+    assert 0 <= proc.audio_seconds - proc.decoded_seconds < 0.05  # and so does silence as it arrives
 
 
 def test_language_and_task_reach_the_engine():
     engine = ScriptedEngine(timeline_script(timeline(5)))
     proc = StreamProcessor(StreamConfig(use_vad=False), language="de", task="translate")
-    stream(proc, engine, noise(3.0))
+    feed_and_drain(proc, engine, noise(3.0))
     assert {(c.language, c.task) for c in engine.calls} == {("de", "translate")}
 
 
@@ -351,21 +335,21 @@ def test_pause_commits_the_words_before_it_without_waiting_for_agreement():
     engine = ScriptedEngine(timeline_script(words))
     proc = StreamProcessor(StreamConfig(min_chunk=5.0, end_silence=0.5), ScriptedDetector([(0.95, 2.95),
                                                                                         (3.25, 4.95)]))
-    stream(proc, engine, noise(3.2), finish=False)
+    feed_and_drain(proc, engine, noise(3.2), finish=False)
     # one decode, at the pause, committed all five words on its own (min_chunk 5 s never came due)
     assert len(engine.calls) == 1
     assert [w.word.strip() for w in proc.committed_words] == [f"w{i}" for i in range(5)]
-    stream(proc, engine, noise(2.5), finish=False)    # speech resumes, ends; 5.0-5.7 s silence
+    feed_and_drain(proc, engine, noise(2.5), finish=False)    # speech resumes, ends; 5.0-5.7 s silence
     assert [w.word.strip() for w in proc.committed_words][5:] == [f"v{i}" for i in range(4)]
     calls = len(engine.calls)
-    stream(proc, engine, noise(1.0))                   # utterance closes: already settled, no final decode
+    feed_and_drain(proc, engine, noise(1.0))                   # utterance closes: already settled, no final decode
     assert len(engine.calls) == calls and proc.done
 
 
 def test_pause_decode_is_not_triggered_by_a_blip():
     engine = ScriptedEngine(timeline_script([Word(" uh", 1.0, 1.1)]))
     proc = StreamProcessor(StreamConfig(), ScriptedDetector([(1.0, 1.1)]))
-    stream(proc, engine, noise(3.0))
+    feed_and_drain(proc, engine, noise(3.0))
     assert engine.calls == []
 
 
@@ -418,14 +402,14 @@ def test_utterance_settled_by_its_pause_decode_needs_no_final_decode():
     engine = ScriptedEngine(timeline_script(words))
     cfg = StreamConfig(min_chunk=5.0, end_silence=0.5, speech_pad=0.1)   # the pause decode had all the padding
     proc = StreamProcessor(cfg, ScriptedDetector([(0.95, 2.95)]))
-    stream(proc, engine, noise(6.0), finish=False)
+    feed_and_drain(proc, engine, noise(6.0), finish=False)
     assert len(engine.calls) == 1 and proc.committed_text == "w0 w1 w2 w3 w4"
     assert proc.buffer_seconds == 0.0
     # with more trailing padding than the pause decode saw, the final decode still runs (it may hear more)
     engine = ScriptedEngine(timeline_script(words))
     proc = StreamProcessor(StreamConfig(min_chunk=5.0, end_silence=0.5, speech_pad=0.3),
                            ScriptedDetector([(0.95, 2.95)]))
-    stream(proc, engine, noise(6.0), finish=False)
+    feed_and_drain(proc, engine, noise(6.0), finish=False)
     assert len(engine.calls) == 2 and proc.committed_text == "w0 w1 w2 w3 w4"
 
 
@@ -449,14 +433,14 @@ def test_unsure_thank_you_on_music_is_dropped():
     engine = ScriptedEngine(lambda r: hypothesis(Word(" Thank", 0.1, 0.3, 0.02), Word(" you.", 0.3, 0.6, 0.77),
                                                  no_speech_prob=0.68, avg_logprob=-0.77))
     proc = StreamProcessor(StreamConfig(), ScriptedDetector([(1.0, 1.6), (5.0, 5.6)]))
-    stream(proc, engine, noise(8.0))
+    feed_and_drain(proc, engine, noise(8.0))
     assert engine.calls and proc.committed_text == ""
 
 
 def test_pause_commit_stops_at_an_unsure_word():
     engine = ScriptedEngine(lambda r: hypothesis(Word(" sure", 0.3, 0.6, 0.9), Word(" mumble", 0.7, 1.0, 0.05)))
     proc = StreamProcessor(StreamConfig(min_chunk=5.0, end_silence=2.0), ScriptedDetector([(1.0, 2.2)]))
-    stream(proc, engine, noise(2.5), finish=False)
+    feed_and_drain(proc, engine, noise(2.5), finish=False)
     assert proc.committed_text == "sure"                   # the pause decode trusted only the sure word
     assert [w.word for w in proc.tentative_words] == [" mumble"]
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import signal
 
 import numpy as np
@@ -18,39 +17,23 @@ import soxr
 
 from websockets.asyncio.client import connect
 
-from daemon_helpers import Result, collect, run_stream
+from support import s16, scaled, wait_until, word_distance, words
+from support.ws import Result, collect, run_stream
 from streamer.audio import load_audio
 from streamer.config import load_settings
-from streamer.daemon.server import running_server, serve_forever
+from streamer.daemon.app import serve_forever
+from streamer.daemon.server import running_server
 from streamer.hypothesis import DecodeRequest
 
-pytestmark = [pytest.mark.slow, pytest.mark.data, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.slow, pytest.mark.data, pytest.mark.timeout(scaled(300))]
 
 CLIPS = ["jfk/jfk.wav", "ljspeech/LJ001-0001.wav", "ljspeech/LJ001-0003.wav", "ljspeech/LJ001-0004.wav",
          "ljspeech/LJ001-0005.wav", "librispeech/61-70968-0000.wav", "librispeech/6930-75918-0000.wav",
          "ljspeech/LJ001-0002.wav"]
 
 
-def words(text: str) -> list[str]:
-    return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
-
-
-def word_distance(a: list[str], b: list[str]) -> int:
-    """Levenshtein distance in words."""
-    row = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        prev, row[0] = row[0], i
-        for j, y in enumerate(b, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
-    return row[-1]
-
-
 def e2e_settings(**extra):
     return load_settings(None, {"engine.model": "tiny.en", "server.host": "127.0.0.1", **extra}, environ={})
-
-
-def s16(audio: np.ndarray) -> bytes:
-    return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
 
 
 def offline_text(engine, audio: np.ndarray) -> str:
@@ -70,13 +53,13 @@ async def test_real_clip_transcript_and_stop_returns_every_word(tiny_engine, jfk
     assert words(result.events[-1]["text"]) == got
     for expected in ("ask", "not", "what", "your", "country", "can", "do", "for", "you"):
         assert expected in got
-    assert word_distance(got, words(offline_text(tiny_engine, jfk))) <= 2
+    assert word_distance(result.text, offline_text(tiny_engine, jfk)) <= 2
     starts = [w["start"] for e in result.of("transcript") for w in e["committed"]]
     assert starts == sorted(starts) and 0 <= starts[0] and starts[-1] <= 11.0
 
 
 @pytest.mark.parametrize("rate", [44100, 48000])
-async def test_resampled_input_gives_the_same_text(tiny_engine, jfk, rate):
+async def test_resampled_input_gives_the_same_text(tiny_engine, jfk, shared_data, rate):
     resampled = soxr.resample(jfk, 16000, rate, quality="HQ").astype(np.float32)
     stereo = np.repeat(resampled[:, None], 2, axis=1).reshape(-1)
     async with running_server(e2e_settings(), tiny_engine) as server:
@@ -84,8 +67,11 @@ async def test_resampled_input_gives_the_same_text(tiny_engine, jfk, rate):
         other = await run_stream(server.url, stereo.astype("<f4").tobytes(),
                                  {"language": "en", "sample_rate": rate, "encoding": "pcm_f32le", "channels": 2},
                                  frame=rate * 8 // 10 * 8)
+    # The resampled stream is not bit-identical, so tiny.en may hear a word differently ("so am I" /
+    # "so my"): both must be as close to the reference as a 16 kHz stream is.
+    reference = (shared_data / "jfk/jfk.txt").read_text()
     assert other.close_code == 1000
-    assert word_distance(words(other.text), words(base.text)) <= 1, (other.text, base.text)
+    assert word_distance(other.text, reference) <= max(2, word_distance(base.text, reference) + 1), other.text
     assert other.events[-1]["audio_seconds"] == pytest.approx(11.0, abs=0.05)
 
 
@@ -93,21 +79,20 @@ async def test_eight_concurrent_clients_each_get_their_own_transcript(tiny_engin
     audios = [load_audio(shared_data / clip) for clip in CLIPS]
     cfg = e2e_settings(**{"server.max_batch": 8})
     async with running_server(cfg, tiny_engine) as server:
-        server.monitor.reset()
+        server.host.monitor.reset()
         results: list[Result] = await asyncio.gather(*(
             run_stream(server.url, s16(a), {"language": "en"}, frame=3200, pace=0.02) for a in audios))
-        stall = server.monitor.max_stall
-        batches = list(server.scheduler.batch_sizes)
+        stall = server.host.monitor.max_stall
+        stats = server.host.scheduler.stats
     for clip, audio, result in zip(CLIPS, audios, results):
         assert result.close_code == 1000, clip
-        reference = words((shared_data / clip).with_suffix(".txt").read_text())
-        got = words(result.text)
-        assert word_distance(got, reference) <= max(2, len(reference) // 5), (clip, result.text)
-    assert max(batches) > 1, "due sessions should be decoded together"
+        reference = (shared_data / clip).with_suffix(".txt").read_text()
+        assert word_distance(result.text, reference) <= max(2, len(words(reference)) // 5), (clip, result.text)
+    assert stats.largest_batch > 1, "due sessions should be decoded together"
     # A regression guard against blocking calls on the loop (VAD there once stalled it for seconds);
     # the 50 ms target is measured by `streamer bench load` on an otherwise idle machine.
     assert stall < 1.0, f"event loop stalled {stall * 1000:.0f} ms"
-    print(f"\nloop stall max {stall * 1000:.1f} ms; batches {len(batches)}, mean size {np.mean(batches):.2f}")
+    print(f"\nloop stall max {stall * 1000:.1f} ms; batches {stats.batches}, mean size {stats.mean_batch:.2f}")
 
 
 async def test_sigterm_finishes_live_sessions_and_exits_zero(tiny_engine, jfk):
@@ -115,16 +100,17 @@ async def test_sigterm_finishes_live_sessions_and_exits_zero(tiny_engine, jfk):
     started: asyncio.Future = asyncio.get_running_loop().create_future()
     daemon = asyncio.ensure_future(serve_forever(e2e_settings(**{"server.port": 0}), engine=tiny_engine,
                                                  on_started=started.set_result))
-    server = await asyncio.wait_for(started, 30)
+    server = await asyncio.wait_for(started, scaled(30))
     async with connect(server.url + "/v1/listen") as ws:
         await ws.send(json.dumps({"type": "start", "language": "en"}))
         assert json.loads(await ws.recv())["type"] == "ready"
         reader = asyncio.ensure_future(collect(ws))
         await ws.send(s16(jfk))
-        await asyncio.sleep(0.3)
+        await wait_until(lambda: any(live.session.audio_seconds >= 10.9 for live in server.host.live.values()),
+                         30, what="the clip to be received")
         os.kill(os.getpid(), signal.SIGTERM)
-        result = await asyncio.wait_for(reader, 120)
-    assert await asyncio.wait_for(daemon, 30) == 0
+        result = await asyncio.wait_for(reader, scaled(120))
+    assert await asyncio.wait_for(daemon, scaled(30)) == 0
     assert result.events[-1]["type"] == "end" and result.close_code == 1001
     assert "country" in words(result.events[-1]["text"])
     assert result.events[-1]["audio_seconds"] == pytest.approx(11.0, abs=0.05)
@@ -133,15 +119,16 @@ async def test_sigterm_finishes_live_sessions_and_exits_zero(tiny_engine, jfk):
 async def test_captured_audio_reaches_caption_subscribers(tiny_engine, shared_data):
     """The microphone path with the real model: a WAV through the PortAudio-free input stream."""
     from streamer.config import MicConfig
-    from streamer.daemon.mic import FileInputStream, start_capture
+    from streamer.daemon.capture import FileInputStream
+    from streamer.daemon.mic import start_capture
 
     async with running_server(e2e_settings(**{"stream.language": "en"}), tiny_engine) as server:
         async with connect(server.url + "/v1/captions?source=mic") as sub:
             assert json.loads(await sub.recv())["type"] == "ready"
             events = asyncio.ensure_future(collect(sub))
-            runner = await start_capture(server, MicConfig(),
+            runner = await start_capture(server.host, MicConfig(),
                                          FileInputStream.factory(str(shared_data / "jfk/jfk.wav"), speed=0))
-            await asyncio.wait_for(runner.wait(), 120)
+            await asyncio.wait_for(runner.wait(), scaled(120))
             await server.shutdown()
         result = await events
     assert result.events[-1]["type"] == "end"

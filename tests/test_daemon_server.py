@@ -8,27 +8,26 @@ The real model's end-to-end cases live in test_daemon_e2e.py.
 from __future__ import annotations
 
 import asyncio
-import random
-import string
 import json
+import random
 import socket
+import string
 import time
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from daemon_helpers import collect, pcm16, run_stream, settings, timeline
+from support import pcm16, scaled, timeline, wait_until
+from support.ws import Result, collect, http_get, run_stream, settings
 from streamer.daemon.server import running_server
 from streamer.engine.scripted import ScriptedEngine, timeline_script
 from streamer.hypothesis import EngineError, Word
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(scaled(60))
 
-WORDS = timeline(12.0)
+WORDS = timeline(20)  # a word every 0.6 s for 12 s
 
 
 def scripted(words=WORDS, delay: float = 0.0) -> ScriptedEngine:
@@ -45,18 +44,6 @@ def scripted(words=WORDS, delay: float = 0.0) -> ScriptedEngine:
 
 def expected(seconds: float) -> list[str]:
     return [w.word for w in WORDS if w.end <= seconds]
-
-
-async def http_get(url: str, headers: dict | None = None) -> tuple[int, str, bytes]:
-    def fetch():
-        request = urllib.request.Request(url, headers=headers or {})
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, response.headers.get("Content-Type", ""), response.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.headers.get("Content-Type", ""), exc.read()
-
-    return await asyncio.get_running_loop().run_in_executor(None, fetch)
 
 
 # ----------------------------------------------------------------------------- happy path
@@ -134,7 +121,7 @@ async def test_frame_over_limit_closes_1009_and_other_sessions_continue():
     cfg = settings(**{"server.max_frame_bytes": 64 * 1024})
     async with running_server(cfg, scripted(delay=0.01)) as server:
         good = asyncio.ensure_future(run_stream(server.url, pcm16(6.0), {}, pace=0.01))
-        await asyncio.sleep(0.2)
+        await wait_until(lambda: server.host.live, 10, what="the good session")
         big = await run_stream(server.url, b"\0" * (64 * 1024 + 2), {}, frame=64 * 1024 + 2, stop=False)
         huge = await run_stream(server.url, b"\0" * (1 << 20), {}, frame=1 << 20, stop=False)
         garbage = await run_stream(server.url, b"", None, stop=False, before=["nonsense", b"\1\2\3"])
@@ -160,7 +147,7 @@ async def test_idle_client_is_finished_and_closed():
         async with connect(server.url + "/v1/listen") as ws:
             await ws.send('{"type": "start"}')
             await ws.send(pcm16(2.0))
-            result = await asyncio.wait_for(collect(ws), 10)
+            result = await asyncio.wait_for(collect(ws), scaled(10))
     assert result.errors == ["idle_timeout"] and result.close_code == 1008
     assert result.events[-1]["type"] == "end" and result.committed == expected(2.0)
 
@@ -174,7 +161,7 @@ async def test_backpressure_bounds_pending_audio_and_keeps_every_word():
         async def watch():
             nonlocal worst
             while True:
-                worst = max([worst] + [live.session.lag for live in server.live.values()])
+                worst = max([worst] + [live.session.lag for live in server.host.live.values()])
                 await asyncio.sleep(0.005)
 
         watcher = asyncio.ensure_future(watch())
@@ -189,7 +176,7 @@ async def test_client_that_never_reads_is_dropped():
     huge = [Word(" " + "".join(rng.choices(string.ascii_letters, k=20000)), w.start, w.end) for w in WORDS]
     cfg = settings(**{"server.send_queue": 4})
     async with running_server(cfg, scripted(huge)) as server:
-        for listening in server._ws_server.sockets:  # accepted sockets inherit a small send buffer
+        for listening in server.sockets:  # accepted sockets inherit a small send buffer
             listening.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -204,11 +191,7 @@ async def test_client_that_never_reads_is_dropped():
                     await asyncio.sleep(0.01)  # 10x real time: one update (a huge event) per 0.5 s of audio
             except Exception:
                 pass  # the server may drop us mid-send
-            for _ in range(200):
-                if not server.live:
-                    break
-                await asyncio.sleep(0.05)
-            assert not server.live, "a non-reading client must not be kept forever"
+            await wait_until(lambda: not server.host.live, 10, what="the non-reading client to be dropped")
         ok = await run_stream(server.url, pcm16(2.0), {})
         _, _, metrics = await http_get(server.http_url + "/metrics")
     assert [w[:9] for w in ok.committed] == [w.word[:9] for w in huge if w.end <= 2.0]
@@ -264,10 +247,9 @@ async def test_healthz_metrics_and_static_files():
                      'streamer_errors_total{code="invalid_json"} 1.0', "streamer_loop_stall_max_seconds"):
             assert name in text, name
         status, ctype, body = await http_get(server.http_url + "/")
-        if status == 200:  # the web client is written separately; serve it when present
-            assert ctype.startswith("text/html") and b"<" in body
-            status_js, ctype_js, _ = await http_get(server.http_url + "/app.js")
-            assert status_js != 200 or ctype_js.startswith("text/javascript")
+        assert status == 200 and ctype.startswith("text/html") and b"<html" in body.lower()
+        status_js, ctype_js, js = await http_get(server.http_url + "/app.js")
+        assert status_js == 200 and ctype_js.startswith("text/javascript") and b"WebSocket" in js
         for path in ("/nope.html", "/../pyproject.toml", "/%2e%2e/pyproject.toml"):
             assert (await http_get(server.http_url + path))[0] == 404, path
 
@@ -291,8 +273,7 @@ async def test_caption_subscribers_see_the_same_events():
                         await asyncio.sleep(0.005)
                     await ws.send('{"type": "stop"}')
                     own = await collect(ws)
-                    followed = await asyncio.wait_for(id_events, 10)
-            await asyncio.sleep(0.1)
+                    followed = await asyncio.wait_for(id_events, scaled(10))
         unknown = await run_stream(server.url, b"", None, stop=False, path="/v1/captions?session=nope")
         missing = await run_stream(server.url, b"", None, stop=False, path="/v1/captions")
     source = await source_events
@@ -310,7 +291,8 @@ async def test_shutdown_flushes_live_sessions():
             reader = asyncio.ensure_future(collect(ws))
             await ws.send('{"type": "start"}')
             await ws.send(pcm16(5.0))
-            await asyncio.sleep(0.05)
+            await wait_until(lambda: any(live.session.audio_seconds >= 5.0 for live in server.host.live.values()),
+                             10, what="all audio received")
             await server.shutdown()
             result = await reader
     assert result.events[-1]["type"] == "end" and result.close_code == 1001
@@ -342,7 +324,7 @@ async def test_tls_serves_wss(tmp_path):
 
 def test_serve_flags_become_settings():
     from streamer.cli import build_parser
-    from streamer.daemon.server import captures_from_args, settings_from_args
+    from streamer.daemon.app import captures_from_args, settings_from_args
 
     args = build_parser().parse_args(["serve", "--config", "cpu", "--model", "tiny.en", "--port", "0", "--token", "t",
                                       "--mic", "2", "--source", "monitor", "--set", "stream.min_chunk=0.5",
@@ -392,7 +374,7 @@ async def test_overload_degrades_every_stream_evenly():
 
         async def watch():
             while True:
-                for sid, live in server.live.items():
+                for sid, live in server.host.live.items():
                     lags[sid] = max(lags.get(sid, 0.0), live.session.lag)
                 await asyncio.sleep(0.01)
 
@@ -435,17 +417,18 @@ async def test_late_subscriber_gets_a_snapshot_then_every_later_word_once():
             for i in range(0, half, 3200):
                 await ws.send(audio[i:i + 3200])
                 await asyncio.sleep(0.003)
-            while not server.live[ready["session"]].session.processor.committed_words:
-                await asyncio.sleep(0.01)
+            live = server.host.live[ready["session"]]
+            await wait_until(lambda: live.session.processor.committed_words, 10, what="a committed word")
             async with connect(server.url + "/v1/captions?source=talk") as late:
                 assert json.loads(await late.recv())["session"] == ready["session"]
-                followed = asyncio.ensure_future(collect(late))
+                seen = Result()
+                followed = asyncio.ensure_future(collect(late, seen))
                 for i in range(half, len(audio), 3200):
                     await ws.send(audio[i:i + 3200])
                     await asyncio.sleep(0.003)
                 await ws.send('{"type": "stop"}')
                 mine = await own
-                await asyncio.sleep(0.1)
+                await wait_until(lambda: seen.of("end"), 10, what="the subscriber to get end")
             theirs = await followed
     snapshot = theirs.events[0]
     assert snapshot.get("snapshot") is True and snapshot["seq"] == 0 and snapshot["committed"]

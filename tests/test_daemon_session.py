@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
 
 from streamer.config import StreamConfig
-from streamer.daemon.session import (CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_UNSUPPORTED, Close,
-                                     Session, StartError, StartParams, parse_start)
+from streamer.daemon.session import Session
+from streamer.protocol import Close, CloseCode, StartError, StartParams, parse_start
 from streamer.engine.scripted import ScriptedEngine, timeline_script
 from streamer.hypothesis import Word
+from support import drive_session, pcm16
 
 WORDS = [Word(" one", 0.3, 0.7), Word(" two", 1.2, 1.6), Word(" three", 2.1, 2.6), Word(" four", 3.2, 3.6),
          Word(" five", 4.4, 4.9)]
@@ -24,20 +24,6 @@ def config() -> StreamConfig:
 
 def new_session(**kwargs) -> Session:
     return Session("s1", config(), model="scripted", **kwargs)
-
-
-def pcm16(seconds: float, rate: int = 16000, channels: int = 1) -> bytes:
-    t = np.arange(int(seconds * rate)) / rate
-    tone = (0.1 * np.sin(2 * math.pi * 220 * t)).astype(np.float32)
-    return (np.repeat(tone[:, None], channels, axis=1) * 32767).astype("<i2").tobytes()
-
-
-def drive(session: Session, engine: ScriptedEngine) -> list:
-    """What the scheduler does, synchronously: decode every due window."""
-    out = []
-    while (request := session.next_request()) is not None:
-        out += session.complete(engine.decode(request))
-    return out
 
 
 def kinds(items: list) -> list[str]:
@@ -65,7 +51,7 @@ def test_invalid_start_is_fatal_1003(fields, fragment):
     s = new_session()
     out = s.receive_text(json.dumps({"type": "start", **fields}))
     assert codes(out) == ["invalid_start"] and fragment in out[0]["message"]
-    assert out[-1] == Close(CLOSE_UNSUPPORTED, "invalid start")
+    assert out[-1] == Close(CloseCode.UNSUPPORTED, "invalid start")
     assert s.ended
 
 
@@ -93,7 +79,7 @@ def test_bad_text_frames_are_not_fatal(text, code):
 def test_binary_before_start_is_fatal_1008():
     s = new_session()
     out = s.receive_binary(pcm16(0.1))
-    assert codes(out) == ["not_started"] and out[-1].code == CLOSE_POLICY
+    assert codes(out) == ["not_started"] and out[-1].code == CloseCode.POLICY
 
 
 def test_autostart_from_query_parameters():
@@ -147,7 +133,7 @@ def test_frame_over_limit_is_fatal_1009():
     s = new_session(max_frame_bytes=4096)
     s.receive_text('{"type": "start"}')
     out = s.receive_binary(b"\0" * 4097)
-    assert codes(out) == ["frame_too_large"] and out[-1].code == CLOSE_TOO_BIG
+    assert codes(out) == ["frame_too_large"] and out[-1].code == CloseCode.TOO_BIG
     assert s.receive_binary(b"\0" * 4096) == []
 
 
@@ -159,10 +145,10 @@ def test_stop_commits_every_word_then_end_and_close():
     events = []
     for i in range(0, len(data), 3200):
         events += s.receive_binary(data[i:i + 3200])
-        events += drive(s, engine)
+        events += drive_session(s, engine)
     events += s.receive_text('{"type": "stop"}')
-    events += drive(s, engine)
-    assert kinds(events)[-2:] == ["end", f"close:{CLOSE_NORMAL}"]
+    events += drive_session(s, engine)
+    assert kinds(events)[-2:] == ["end", f"close:{CloseCode.NORMAL}"]
     transcripts = [e for e in events if isinstance(e, dict) and e["type"] == "transcript"]
     committed = [w["word"] for e in transcripts for w in e["committed"]]
     assert committed == [w.word for w in WORDS]  # each word once, in order, none revised
@@ -176,7 +162,7 @@ def test_stop_commits_every_word_then_end_and_close():
 def test_stop_before_start_ends_cleanly():
     s = new_session()
     out = s.receive_text('{"type": "stop"}')
-    assert kinds(out) == ["end", f"close:{CLOSE_NORMAL}"] and out[0]["text"] == ""
+    assert kinds(out) == ["end", f"close:{CloseCode.NORMAL}"] and out[0]["text"] == ""
 
 
 def test_resampled_input_keeps_the_audio_timeline():

@@ -10,9 +10,10 @@ import torch
 
 from streamer.audio import load_audio
 from streamer.config import StreamConfig
-from streamer.core import StreamProcessor, run_until_idle
+from streamer.core import StreamProcessor
 from streamer.engine.scripted import ScriptedEngine
 from streamer.hypothesis import SAMPLE_RATE, DecodeRequest, Hypothesis, Word
+from support import feed_and_drain
 from streamer.vad import EnergyDetector, ScriptedDetector, SileroDetector, load_silero_model
 
 SPEECH = Path(__file__).parent / "audio" / "espeak_two_sentences.wav"
@@ -93,14 +94,6 @@ def counting_engine(words: list[Word] | None = None) -> ScriptedEngine:
     return ScriptedEngine(script)
 
 
-def feed_all(proc: StreamProcessor, engine, audio: np.ndarray, chunk: int = 1600) -> None:
-    for i in range(0, audio.size, chunk):
-        proc.feed(audio[i:i + chunk])
-        run_until_idle(proc, engine)
-    proc.finish()
-    run_until_idle(proc, engine)
-
-
 @pytest.mark.parametrize("kind", ["silence", "noise-40dB", "noise-20dB", "hum"])
 def test_silero_gating_never_decodes_silence_or_noise(kind):
     rng = np.random.default_rng(3)
@@ -112,8 +105,8 @@ def test_silero_gating_never_decodes_silence_or_noise(kind):
         "hum": 0.1 * np.sin(2 * np.pi * 50 * np.arange(n) / SAMPLE_RATE),
     }[kind].astype(np.float32)
     engine = counting_engine()
-    proc = StreamProcessor(StreamConfig())
-    feed_all(proc, engine, audio)
+    proc = StreamProcessor(StreamConfig(), SileroDetector())
+    feed_and_drain(proc, engine, audio)
     assert engine.calls == [], f"engine called on {kind}"
     assert proc.done and proc.committed_text == ""
 
@@ -126,8 +119,8 @@ def test_silero_gating_on_shared_nonspeech(shared_data, name):
     if not path.is_file():
         pytest.skip(f"{path} not in the shared data")
     engine = counting_engine([Word(" Thank", 0.0, 0.3), Word(" you.", 0.3, 0.6)])
-    proc = StreamProcessor(StreamConfig())
-    feed_all(proc, engine, load_audio(path))
+    proc = StreamProcessor(StreamConfig(), SileroDetector())
+    feed_and_drain(proc, engine, load_audio(path))
     assert engine.calls == [], f"engine called on {name}"
 
 
@@ -135,8 +128,8 @@ def test_silero_gating_decodes_only_speech(speech):
     """Two synthesized sentences 1.5 s apart: two utterances, windows only around speech."""
     engine = counting_engine()
     cfg = StreamConfig(end_silence=0.5, speech_pad=0.2, min_chunk=1.0)
-    proc = StreamProcessor(cfg)
-    feed_all(proc, engine, speech)
+    proc = StreamProcessor(cfg, SileroDetector())
+    feed_and_drain(proc, engine, speech)
     assert engine.calls
     for call in engine.calls:
         start, end = call.offset, call.offset + call.audio.size / SAMPLE_RATE
@@ -155,6 +148,6 @@ def test_real_vad_commits_words_of_each_utterance(speech):
         heard = [w.shifted(-request.offset) for w in words if w.start >= request.offset and w.end <= end]
         return Hypothesis(tuple(heard), "en", -0.2, 0.01, 1.1)
 
-    proc = StreamProcessor(StreamConfig())
-    feed_all(proc, ScriptedEngine(script), speech)
+    proc = StreamProcessor(StreamConfig(), SileroDetector())
+    feed_and_drain(proc, ScriptedEngine(script), speech)
     assert proc.committed_text == "quick fox streaming quickly"

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from streamer.daemon.scheduler import DecodeStats
+
 log = logging.getLogger(__name__)
 
 LONGFORM = "longform/ljspeech_LJ001-0001_to_0032.wav"
@@ -133,12 +135,12 @@ async def run_level(settings: Any, engine: Any, audio: np.ndarray, segments: lis
     from streamer.daemon.server import running_server
 
     async with running_server(settings, engine) as server:
-        server.monitor.reset()
+        server.host.monitor.reset()
         lag = {"worst": 0.0}
 
         async def sample_lag() -> None:
             while True:
-                lag["worst"] = max([lag["worst"]] + [live.session.lag for live in server.live.values()])
+                lag["worst"] = max([lag["worst"]] + [live.session.lag for live in server.host.live.values()])
                 await asyncio.sleep(0.25)
 
         sampler = asyncio.ensure_future(sample_lag())
@@ -149,16 +151,15 @@ async def run_level(settings: Any, engine: Any, audio: np.ndarray, segments: lis
         wall = time.perf_counter() - wall0
         usage1 = resource.getrusage(resource.RUSAGE_SELF)
         sampler.cancel()
-        batches, decode_times = list(server.scheduler.batch_sizes), list(server.scheduler.decode_times)
-        stall = server.monitor.max_stall
-    return summarise(n, audio, segments, speed, logs, lag["worst"], batches, decode_times, stall,
+        stats = server.host.scheduler.stats
+        stall = server.host.monitor.max_stall
+    return summarise(n, audio, segments, speed, logs, lag["worst"], stats, stall,
                      (usage1.ru_utime + usage1.ru_stime - usage0.ru_utime - usage0.ru_stime) / wall,
                      usage1.ru_maxrss / 1024)
 
 
 def summarise(n: int, audio: np.ndarray, segments: list[dict], speed: float, logs: list[ClientLog],
-              worst_lag: float, batches: list[int], decode_times: list[float], stall: float,
-              cpu: float, rss_mb: float) -> LevelResult:
+              worst_lag: float, stats: DecodeStats, stall: float, cpu: float, rss_mb: float) -> LevelResult:
     latencies = [x for record in logs for x in sentence_latencies(record, segments, speed)]
     duration = len(audio) / 16000 / speed
     finish = [r.finished_at - duration if r.finished_at is not None else float("inf") for r in logs]
@@ -169,8 +170,8 @@ def summarise(n: int, audio: np.ndarray, segments: list[dict], speed: float, log
         clients=n, audio_seconds=round(len(audio) / 16000, 2), sentences=len(segments) * n,
         completed=len(latencies), latency_p50=pct(50), latency_p90=p90, latency_max=max(latencies, default=None),
         worst_lag=round(worst_lag, 2), finish_delay_max=round(max(finish), 2),
-        batch_mean=round(statistics.fmean(batches), 2) if batches else 0.0, batch_max=max(batches, default=0),
-        batches=len(batches), decode_p50=round(statistics.median(decode_times), 3) if decode_times else 0.0,
+        batch_mean=round(stats.mean_batch, 2), batch_max=stats.largest_batch, batches=stats.batches,
+        decode_p50=round(statistics.median(stats.recent_seconds), 3) if stats.recent_seconds else 0.0,
         loop_stall_max=round(stall, 4), cpu_cores=round(cpu, 2), peak_rss_mb=round(rss_mb, 1),
         holds_real_time=holds, errors=[r.error for r in logs if r.error])
 

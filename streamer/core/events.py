@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from streamer import protocol
 from streamer.hypothesis import Word
 
 
@@ -24,11 +25,4 @@ class TranscriptEvent:
 
     def to_message(self) -> dict:
         """The protocol v1 ``transcript`` message."""
-        return {
-            "type": "transcript",
-            "seq": self.seq,
-            "committed": [w.to_dict() for w in self.committed],
-            "tentative": [w.to_dict() for w in self.tentative],
-            "language": self.language,
-            "audio_seconds": round(self.audio_seconds, 3),
-        }
+        return protocol.transcript(self.seq, self.committed, self.tentative, self.language, self.audio_seconds)

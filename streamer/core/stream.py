@@ -82,14 +82,11 @@ class StreamProcessor:
 
     def __init__(self, config: StreamConfig, detector: SpeechDetector | None = None, *,
                  language: str | None = None, task: str | None = None) -> None:
+        if config.use_vad and detector is None:
+            raise ValueError("stream.use_vad needs a speech detector: pass streamer.vad.detector_for(config)")
         self.config = config
-        self.pause_commit = config.pause_commit
         self.language = language if language is not None else config.language
         self.task = task or config.task
-        if config.use_vad and detector is None:
-            from streamer.vad import SileroDetector
-
-            detector = SileroDetector()
         self._detector = detector if config.use_vad else None
         self._gate = (SpeechGate(config.vad_threshold, config.end_silence, config.speech_pad)
                       if self._detector is not None else None)
@@ -105,7 +102,6 @@ class StreamProcessor:
         self._seq = 0
         self._last_language: str | None = self.language
         self._last_tentative: tuple[Word, ...] = ()
-        self.decodes = 0
         self.max_window_seconds = 0.0  # largest decode window requested (bench / tests)
 
     # ----------------------------------------------------------------- public API
@@ -149,7 +145,6 @@ class StreamProcessor:
         if inflight is None:
             raise RuntimeError("complete() without a request in flight (call next_request() first)")
         self._inflight = None
-        self.decodes += 1
         verdict = assess(hypothesis, self.config)
         if verdict.rejected:
             log.debug("hypothesis rejected (%s): %r", ",".join(verdict.reasons), hypothesis.text)
@@ -303,8 +298,8 @@ class StreamProcessor:
             utterance.heard_speech = True
             utterance.settled = False
             return
-        threshold = self.pause_commit * SAMPLE_RATE
-        if self.pause_commit > 0 and threshold <= pause < threshold + window:  # the pause just got long enough
+        threshold = self.config.pause_commit * SAMPLE_RATE
+        if threshold > 0 and threshold <= pause < threshold + window:  # the pause just got long enough
             utterance.pause_at = self._gate.pause_start
 
     def _pause_due(self, utterance: _Utterance) -> bool:

@@ -21,17 +21,42 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from streamer.daemon.metrics import Metrics
-from streamer.daemon.session import Outgoing, Session
+from streamer.daemon.session import Session
 from streamer.hypothesis import SAMPLE_RATE, DecodeRequest, Engine, Hypothesis
+from streamer.protocol import Outgoing
 
 log = logging.getLogger(__name__)
 
 Deliver = Callable[[list[Outgoing]], None]
+
+
+RECENT_DECODES = 512  # decode times kept for medians: a window, so a long-lived daemon stays flat
+
+
+@dataclass
+class DecodeStats:
+    """What the engine worker has done: totals for the whole life, decode times for a recent window."""
+
+    batches: int = 0
+    windows: int = 0
+    largest_batch: int = 0
+    recent_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_DECODES))
+
+    def record(self, size: int, seconds: float) -> None:
+        self.batches += 1
+        self.windows += size
+        self.largest_batch = max(self.largest_batch, size)
+        self.recent_seconds.append(seconds)
+
+    @property
+    def mean_batch(self) -> float:
+        return self.windows / self.batches if self.batches else 0.0
 
 
 @dataclass(eq=False)
@@ -61,8 +86,7 @@ class Scheduler:
         self._round = 0
         self._counter = itertools.count()
         self._task: asyncio.Task | None = None
-        self.batch_sizes: list[int] = []
-        self.decode_times: list[float] = []
+        self.stats = DecodeStats()
 
     # ----------------------------------------------------------------- registry
     def add(self, session: Session, deliver: Deliver) -> None:
@@ -143,8 +167,7 @@ class Scheduler:
             if request is not None:
                 batch.append((entry, request))
                 continue
-            out = entry.session.end_now() if entry.session.state == "stopping" else []
-            idle.append((entry, out))
+            idle.append((entry, entry.session.end_now()))
         return batch, idle
 
     async def _decode(self, batch: list[tuple[_Entry, DecodeRequest]]) -> None:
@@ -170,8 +193,7 @@ class Scheduler:
                 entry.deliver(out)
 
     def _record(self, requests: list[DecodeRequest], elapsed: float) -> None:
-        self.batch_sizes.append(len(requests))
-        self.decode_times.append(elapsed)
+        self.stats.record(len(requests), elapsed)
         self.metrics.decode_seconds.observe(elapsed)
         self.metrics.batch_size.observe(len(requests))
         self.metrics.decode_audio_seconds.inc(sum(len(r.audio) for r in requests) / SAMPLE_RATE)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
-from collections import Counter
 import shutil
 import threading
-import time
 from pathlib import Path
 
 import pytest
+
+from support import recall, scaled, wait_for  # noqa: F401  (re-exported for the client tests)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -54,7 +53,7 @@ class ThreadedDaemon:
                 if self.capture:
                     from streamer.daemon.mic import start_capture
 
-                    server.background.append(await start_capture(server, self.settings.mic))
+                    server.background.append(await start_capture(server.host, self.settings.mic))
                 self.port = server.port
                 self.url = server.url
                 ready.set()
@@ -97,40 +96,12 @@ def need(*tools: str) -> None:
         pytest.skip(f"needs {', '.join(missing)} (run scripts/setup --test)")
 
 
-def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):
-    """Poll ``predicate`` until it returns something truthy; fail with ``what`` on timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
 def streamer_env(**extra: str) -> dict[str, str]:
     """Environment for ``python -m streamer`` subprocesses: no user config leaking in."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_") or k == "STREAMER_DATA"}
     env["STREAMER_CLIENT_CONFIG"] = "/nonexistent"
     env.update(extra)
     return env
-
-
-def words_of(text: str) -> list[str]:
-    """Lower-case words without punctuation, for comparing transcripts."""
-    return re.findall(r"[a-z0-9']+", text.lower())
-
-
-def recall(hypothesis: str, reference: str) -> float:
-    """Share of reference words found in the hypothesis (multiset): lenient, because tiny.en errs."""
-    pool = Counter(words_of(hypothesis))
-    ref = words_of(reference)
-    hit = 0
-    for w in ref:
-        if pool[w] > 0:
-            pool[w] -= 1
-            hit += 1
-    return hit / max(1, len(ref))
 
 
 def x_screenshot(path: Path, x: int, y: int, width: int, height: int) -> None:

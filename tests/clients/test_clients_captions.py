@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from client_helpers import ThreadedDaemon, need, recall, streamer_env, wait_for
-from streamer_clients.subtitles import parse_srt
+from streamer.subtitles import parse_srt
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from client_helpers import DICTATION_WAV, HERE, ThreadedDaemon, need, streamer_env, wait_for
+from support import settled
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -39,8 +40,7 @@ def test_always_on_types_committed_words_with_spoken_punctuation(daemon: Threade
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     wait_for(lambda: "much" in text_box().lower(), 10, what="typed text")
-    time.sleep(0.5)  # let the Tk mirror catch up with the last keystrokes
-    typed = text_box()
+    typed = settled(text_box)  # the Tk mirror catches up with the last keystrokes
     lines = typed.splitlines()
     # tiny.en reads espeak's final "period" as "Thea Reid" now and then, so the line break from
     # "new line" (Whisper never writes one itself) is what proves the spoken punctuation here
@@ -65,8 +65,7 @@ def test_push_to_talk_types_only_while_the_key_is_held(daemon: ThreadedDaemon, t
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     wait_for(text_box, 10, what="typed text")
-    time.sleep(0.5)  # let the Tk mirror catch up with the last keystrokes
-    typed = text_box()
+    typed = settled(text_box)
     # the key goes down by wall clock while the file plays: on a loaded machine the first word can
     # fall before it, so only the sentence's last word is required
     assert "test" in typed.lower(), typed
@@ -86,6 +85,5 @@ def test_pause_key_resumes_a_paused_dictation(daemon: ThreadedDaemon, text_box) 
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     wait_for(text_box, 10, what="typed text")
-    time.sleep(0.5)
-    typed = text_box().lower()
+    typed = settled(text_box).lower()
     assert "thank" in typed and "typing" not in typed, typed

@@ -18,7 +18,8 @@ import pytest
 
 from client_helpers import DICTATION_WAV, HERE, ThreadedDaemon, need, streamer_env, wait_for, x_screenshot
 from streamer_clients.capture import WavCapture
-from streamer_clients.client import Endpoint, LiveSession, StartParams
+from streamer.protocol import StartParams
+from streamer_clients.client import Endpoint, LiveSession
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -28,7 +29,7 @@ def stream_wav(url: str, wav: Path, speed: float, source: str | None = None,
     """Stream a WAV through the capture path in a thread, publishing it as ``source``."""
     def run() -> None:
         capture = WavCapture(wav, speed=speed)
-        session = LiveSession(Endpoint(url), StartParams(sample_rate=capture.sample_rate), source=source)
+        session = LiveSession(Endpoint(url), StartParams(sample_rate=capture.sample_rate, encoding="pcm_f32le"), source=source)
         if sessions is not None:
             session.sessions = sessions  # shared list: the test reads the id as soon as it exists
         asyncio.run(session.run(capture.chunks()))

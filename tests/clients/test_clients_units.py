@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from client_helpers import DICTATION_WAV
-from streamer_clients import subtitles
+from streamer import subtitles
 from streamer_clients.capture import CaptureError, read_wav_header
 from streamer_clients.captions import LineRenderer, LiveRenderer, ends_sentence
 from streamer_clients.client import Backoff, Endpoint, Transcript, Word, resolve_endpoint

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from client_helpers import ThreadedDaemon, need, recall
-from streamer_clients.subtitles import parse_srt
+from client_helpers import ThreadedDaemon, need, recall, scaled
+from streamer.subtitles import parse_srt
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -51,10 +51,10 @@ def test_page_captions_microphone_and_downloads(daemon: ThreadedDaemon, browser,
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(daemon.http_url + "/")
     page.click("#start")
-    page.wait_for_function("document.querySelector('#state').dataset.state === 'connected'", timeout=15000)
+    page.wait_for_function("document.querySelector('#state').dataset.state === 'connected'", timeout=scaled(15000))
     page.wait_for_function(
         "document.querySelector('#transcript .committed') && "
-        "/country/i.test(document.querySelector('#transcript').innerText)", timeout=40000)
+        "/country/i.test(document.querySelector('#transcript').innerText)", timeout=scaled(40000))
     rate = page.inner_text("#info")
     assert re.search(r"\d{4,5} Hz", rate), rate
     page.screenshot(path=str(artifacts / "web-live.png"))
@@ -62,10 +62,10 @@ def test_page_captions_microphone_and_downloads(daemon: ThreadedDaemon, browser,
     # asks the daemon to commit all. (Not the exact phrase: tiny.en's reading of live, resampled
     # audio varies, and the recall check below is what measures it.)
     page.wait_for_function("(document.querySelector('#transcript').innerText.match(/countr/gi) || []).length >= 2",
-                           timeout=40000)
+                           timeout=scaled(40000))
 
     page.click("#stop")
-    page.wait_for_function("document.querySelector('#state').dataset.state === 'idle'", timeout=30000)
+    page.wait_for_function("document.querySelector('#state').dataset.state === 'idle'", timeout=scaled(30000))
     text = page.inner_text("#transcript").lower()
     assert recall(text, JFK) >= 0.75, text  # tiny.en on resampled live audio is not word-perfect
     assert page.locator(".tentative").all_inner_texts() == [""] * page.locator(".tentative").count()
@@ -96,28 +96,29 @@ def test_page_listen_only_follows_a_source(daemon: ThreadedDaemon, browser, jfk_
     import threading
 
     from streamer_clients.capture import WavCapture
-    from streamer_clients.client import Endpoint, LiveSession, StartParams
+    from streamer.protocol import StartParams
+    from streamer_clients.client import Endpoint, LiveSession
 
     page = browser.new_page()
     page.goto(daemon.http_url + "/?mode=listen&source=desk")
     page.click("#start")
-    page.wait_for_function("document.querySelector('#state').dataset.state === 'connected'", timeout=15000)
+    page.wait_for_function("document.querySelector('#state').dataset.state === 'connected'", timeout=scaled(15000))
 
     def stream() -> None:
         capture = WavCapture(jfk_wav, speed=3.0)
-        session = LiveSession(Endpoint(daemon.url), StartParams(sample_rate=capture.sample_rate), source="desk")
+        session = LiveSession(Endpoint(daemon.url), StartParams(sample_rate=capture.sample_rate, encoding="pcm_f32le"), source="desk")
         asyncio.run(session.run(capture.chunks()))
 
     sender = threading.Thread(target=stream)
     sender.start()
-    page.wait_for_function("/country/i.test(document.querySelector('#transcript').innerText)", timeout=40000)
+    page.wait_for_function("/country/i.test(document.querySelector('#transcript').innerText)", timeout=scaled(40000))
     sender.join(60)
     page.click("#stop")
 
 
 def test_page_and_python_cut_the_same_subtitles(playwright) -> None:
-    """transcript.js (downloads in the page) and streamer_clients.subtitles (captions --output) agree."""
-    from streamer_clients import subtitles
+    """transcript.js (downloads in the page) and streamer.subtitles (captions --output) agree."""
+    from streamer import subtitles
     from streamer_clients.client import Word
 
     words = [Word(" Hello", 0.0, 0.4), Word(" there.", 0.5, 0.9), Word(" After", 1.0, 1.3), Word(" a", 1.4, 1.5),
@@ -143,12 +144,12 @@ def test_page_reconnects_after_a_daemon_restart_and_uses_the_token(daemon_engine
         page = browser.new_page()
         page.goto(daemon.http_url + "/?mode=listen&token=s3cret")
         page.click("#start")
-        page.wait_for_function("document.querySelector('#state').dataset.state === 'connected'", timeout=15000)
+        page.wait_for_function("document.querySelector('#state').dataset.state === 'connected'", timeout=scaled(15000))
         daemon.stop()
-        page.wait_for_function("document.querySelector('#state').dataset.state === 'reconnecting'", timeout=15000)
+        page.wait_for_function("document.querySelector('#state').dataset.state === 'reconnecting'", timeout=scaled(15000))
         assert "retry in" in page.inner_text("#state")
         daemon.start()
-        page.wait_for_function("document.querySelector('#state').dataset.state === 'connected'", timeout=30000)
+        page.wait_for_function("document.querySelector('#state').dataset.state === 'connected'", timeout=scaled(30000))
     finally:
         browser.close()
         daemon.stop()

@@ -1,4 +1,4 @@
-"""Committed words -> subtitle cues and .txt/.srt/.vtt text (``streamer.formats`` builds on this).
+"""Committed words -> subtitle cues and .txt/.srt/.vtt text (shared by ``streamer.formats`` and the clients).
 
 Cue grouping matches the web page's ``transcript.js`` so a download from the browser and
 ``streamer captions --output`` cut the same transcript the same way: a new cue at a long pause,

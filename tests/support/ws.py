@@ -1,36 +1,25 @@
-"""Small websocket client helpers shared by the daemon tests (protocol v1 only, no daemon internals)."""
+"""Protocol v1 client helpers for the daemon tests: real websockets and HTTP on 127.0.0.1, no daemon internals."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import math
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 
-import numpy as np
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from streamer.config import Settings, load_settings
-from streamer.hypothesis import Word
+
+from support.timing import scaled
 
 
 def settings(**overrides) -> Settings:
     """Fast protocol-test settings: no VAD, short update interval, no environment leaking in."""
     base = {"stream.use_vad": False, "stream.min_chunk": 0.5, "server.host": "127.0.0.1"}
     return load_settings(None, {**base, **overrides}, environ={})
-
-
-def timeline(seconds: float, every: float = 0.6) -> list[Word]:
-    """A word every ``every`` seconds: what the scripted engine 'hears'."""
-    count = int(seconds / every)
-    return [Word(f" w{i}", round(i * every + 0.1, 3), round(i * every + 0.4, 3)) for i in range(count)]
-
-
-def pcm16(seconds: float, rate: int = 16000, channels: int = 1) -> bytes:
-    t = np.arange(int(seconds * rate)) / rate
-    tone = (0.1 * np.sin(2 * math.pi * 220 * t)).astype(np.float32)
-    return (np.repeat(tone[:, None], channels, axis=1) * 32767).astype("<i2").tobytes()
 
 
 @dataclass
@@ -55,9 +44,9 @@ class Result:
         return [e["code"] for e in self.of("error")]
 
 
-async def collect(ws) -> Result:
-    """Read until the server closes."""
-    result = Result()
+async def collect(ws, into: Result | None = None) -> Result:
+    """Read until the server closes (into ``into``, so a test can watch events arrive)."""
+    result = into if into is not None else Result()
     try:
         async for message in ws:
             result.events.append(json.loads(message))
@@ -87,4 +76,17 @@ async def run_stream(url: str, audio: bytes, start: dict | None = None, *, frame
                 await ws.send(json.dumps({"type": "stop"}))
         except ConnectionClosed:
             pass  # the server closed on us (a fatal error); the reader has the details
-        return await asyncio.wait_for(reader, 60)
+        return await asyncio.wait_for(reader, scaled(60))
+
+
+async def http_get(url: str, headers: dict | None = None) -> tuple[int, str, bytes]:
+    """GET ``url`` off the event loop: (status, content type, body), errors included."""
+    def fetch():
+        request = urllib.request.Request(url, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=scaled(10)) as response:
+                return response.status, response.headers.get("Content-Type", ""), response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.headers.get("Content-Type", ""), exc.read()
+
+    return await asyncio.get_running_loop().run_in_executor(None, fetch)

@@ -1,0 +1,228 @@
+"""The session host: live sessions on one engine, their scheduling and the fan-out of their events.
+
+Everything a transport needs to run a stream, without a socket: the websocket server, the
+local microphone, ``streamer mic`` and the compatibility adapters all open sessions here, feed
+them, and receive their events through the small :class:`~streamer.daemon.outbox.Subscriber`
+interface. One host = one model, one scheduler, one set of limits and metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+
+from streamer import protocol
+from streamer.config import Settings
+from streamer.daemon.metrics import Metrics
+from streamer.daemon.outbox import Subscriber, put_all
+from streamer.daemon.scheduler import LoopMonitor, Scheduler
+from streamer.daemon.session import Session
+from streamer.hypothesis import Engine
+from streamer.protocol import Close, CloseCode, Outgoing, SessionState, StartParams
+
+log = logging.getLogger(__name__)
+
+FEED_PIECE_BYTES = 64 * 1024  # big frames are fed in pieces so one client cannot hog the core thread
+
+
+class Hub:
+    """Fan-out of transcript events to listen-only subscribers, by ``source:NAME`` / ``session:ID``."""
+
+    def __init__(self) -> None:
+        self._subs: dict[str, set[Subscriber]] = {}
+
+    def subscribe(self, key: str, subscriber: Subscriber) -> None:
+        self._subs.setdefault(key, set()).add(subscriber)
+
+    def unsubscribe(self, key: str, subscriber: Subscriber) -> None:
+        subs = self._subs.get(key)
+        if subs is not None:
+            subs.discard(subscriber)
+            if not subs:
+                del self._subs[key]
+
+    def publish(self, keys: Iterable[str], message: dict) -> None:
+        for key in keys:
+            for subscriber in list(self._subs.get(key, ())):
+                subscriber.put(message)
+                if message.get("type") == "end" and key.startswith("session:"):
+                    subscriber.close(Close(CloseCode.NORMAL, "session ended"))
+
+    def count(self) -> int:
+        return sum(len(s) for s in self._subs.values())
+
+    def all(self) -> list[Subscriber]:
+        return [s for subs in self._subs.values() for s in subs]
+
+
+@dataclass
+class Live:
+    """A registered session: where its own messages go, and which subscription keys it publishes to."""
+
+    session: Session
+    sink: Subscriber | None
+    keys: tuple[str, ...]
+
+
+def session_keys(session_id: str, source: str | None = None) -> tuple[str, ...]:
+    return (f"session:{session_id}",) + ((f"source:{source}",) if source else ())
+
+
+class SessionHost:
+    """Live sessions, one scheduler, one engine; no sockets (see the module docstring)."""
+
+    def __init__(self, settings: Settings, engine: Engine | None = None, *, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.hub = Hub()
+        self.monitor = LoopMonitor(self.metrics)
+        self.engine: Engine | None = None
+        self.scheduler: Scheduler | None = None
+        self.live: dict[str, Live] = {}
+        if engine is not None:
+            self.attach_engine(engine)
+
+    # ------------------------------------------------------------- lifecycle
+    def attach_engine(self, engine: Engine) -> None:
+        """Model loaded and warm: start scheduling (``/healthz`` turns 200)."""
+        self.engine = engine
+        self.scheduler = Scheduler(engine, max_batch=self.settings.server.max_batch, metrics=self.metrics,
+                                   min_chunk=self.settings.stream.min_chunk)
+        self.scheduler.start()
+        self.metrics.ready.set(1)
+
+    @property
+    def ready(self) -> bool:
+        return self.scheduler is not None
+
+    async def warm_up(self) -> None:
+        """Run the VAD once on the core thread, before the first client pays for its slow first calls.
+
+        The loop-stall gauge restarts afterwards, so it measures serving, not model loading.
+        """
+        if self.scheduler is not None and self.settings.stream.use_vad:
+            from streamer.vad import warm_up_silero
+
+            try:
+                await self.scheduler.call(warm_up_silero)
+            except Exception as exc:  # only a latency nicety: sessions will load it themselves
+                log.warning("stream core warm-up failed: %s", exc)
+        self.monitor.reset()
+        self.metrics.loop_stall_max.set(0)
+
+    async def close(self) -> None:
+        """Stop the scheduler and its threads (finish the sessions first)."""
+        if self.scheduler is not None:
+            await self.scheduler.close()
+
+    # ------------------------------------------------------------- sessions
+    def at_capacity(self) -> bool:
+        return len(self.live) >= self.settings.server.max_sessions
+
+    def new_session(self, defaults: StartParams, *, autostart: bool = False, prefix: str = "") -> Session:
+        """A session bound to this host's model and stream settings (not yet registered)."""
+        return Session(prefix + uuid.uuid4().hex[:12], self.settings.stream, model=self.engine.name,
+                       max_frame_bytes=self.settings.server.max_frame_bytes, defaults=defaults, autostart=autostart)
+
+    def default_params(self) -> StartParams:
+        return StartParams(language=self.settings.stream.language, task=self.settings.stream.task)
+
+    def register(self, session: Session, sink: Subscriber | None, keys: tuple[str, ...]) -> None:
+        """Schedule ``session``; its messages go to ``sink`` and its transcripts to ``keys`` subscribers."""
+        self.live[session.id] = Live(session, sink, keys)
+        self.metrics.sessions_total.inc()
+        self.scheduler.add(session, lambda items: self.deliver(session.id, items))
+
+    def deliver(self, session_id: str, items: list[Outgoing]) -> None:
+        """Messages from a session: to its own sink, and transcripts/end to its subscribers."""
+        live = self.live.get(session_id)
+        if live is None:
+            return
+        for item in items:
+            if isinstance(item, dict):
+                kind = item.get("type")
+                if kind == "error":
+                    self.metrics.errors.labels(code=item.get("code", "unknown")).inc()
+                if kind in ("transcript", "end"):
+                    self.hub.publish(live.keys, item)
+        if live.sink is not None:
+            put_all(live.sink, items)
+
+    async def receive(self, session: Session, message: str | bytes) -> None:
+        """A client frame: parsed and fed on the core thread (resampling and VAD never run on the loop)."""
+        call = self.scheduler.call
+        if isinstance(message, str):
+            self.deliver(session.id, await call(session.receive_text, message))
+        elif len(message) > session.max_frame_bytes:
+            self.deliver(session.id, await call(session.receive_binary, message))
+        else:
+            before = session.audio_seconds
+            for i in range(0, len(message), FEED_PIECE_BYTES):
+                self.deliver(session.id, await call(session.receive_binary, message[i:i + FEED_PIECE_BYTES]))
+                if session.state is not SessionState.STARTED:
+                    break
+                self.scheduler.wake()
+            self.metrics.audio_seconds.inc(max(0.0, session.audio_seconds - before))
+        self.scheduler.wake()
+
+    async def feed(self, session: Session, samples: np.ndarray) -> None:
+        """16 kHz mono float32 from a local capture."""
+        if session.state is SessionState.STARTED:
+            before = session.audio_seconds
+            await self.scheduler.call(session.feed, samples)
+            self.metrics.audio_seconds.inc(max(0.0, session.audio_seconds - before))
+            self.scheduler.wake()
+
+    async def backpressure(self, session: Session) -> None:
+        """Wait while too much of this session's audio waits for decoding (the reader pauses)."""
+        bound = self.settings.server.max_pending_audio
+        while session.active and session.lag > bound:
+            self.scheduler.wake()
+            await self.scheduler.progressed(session, timeout=5.0)
+            if not session.in_flight and session.lag > bound:
+                break  # nothing due although audio waits (e.g. silence): keep reading
+
+    async def finalise(self, session: Session) -> None:
+        """Decode everything received, deliver the rest and ``end``, then forget the session."""
+        try:
+            if session.state is SessionState.STARTED:
+                self.deliver(session.id, await self.scheduler.call(session.stop))
+            while session.active:
+                self.scheduler.wake()
+                await self.scheduler.progressed(session, timeout=1.0)
+        finally:
+            self.scheduler.remove(session)
+            self.live.pop(session.id, None)
+
+    async def snapshot(self, session_id: str) -> dict | None:
+        """A catch-up ``transcript`` for a subscriber joining a live session.
+
+        Taken on the core thread, so it is ordered with the session's updates: every update
+        the snapshot lacks is delivered after a subscription made right after it, none twice.
+        """
+        live = self.live.get(session_id)
+        if live is None or self.scheduler is None:
+            return None
+        return await self.scheduler.call(live.session.snapshot_message)
+
+    def source_session(self, source: str) -> str | None:
+        """The live session publishing ``source``, if any."""
+        key = f"source:{source}"
+        return next((sid for sid, live in self.live.items() if key in live.keys), None)
+
+    def caption_ready(self, session_id: str | None, source: str | None) -> dict:
+        return protocol.ready(session_id, self.engine.name if self.engine else "", source=source)
+
+    # ------------------------------------------------------------- local sources
+    async def open_local_session(self, source: str, params: StartParams | None = None) -> Session:
+        """A session fed in-process (microphone, monitor): its events go to ``source:<name>`` subscribers."""
+        if not self.ready:
+            raise RuntimeError("attach an engine before opening a local session")
+        session = self.new_session(params or self.default_params(), autostart=True, prefix=f"{source}-")
+        await self.scheduler.call(session.start, {})
+        self.register(session, None, session_keys(session.id, source))
+        return session
