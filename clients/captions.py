@@ -20,7 +20,7 @@ from streamer import formats
 from streamer_clients import client
 from streamer_clients.capture import (CaptureError, MicCapture, StdinFormat, array_chunks, paced,
                                       read_wav_header, stdin_binary, stdin_chunks)
-from streamer.protocol import StartParams
+from streamer.protocol import StartParams, is_punctuation
 from streamer_clients.client import Endpoint, LiveSession, State, Transcript, Word
 
 log = logging.getLogger("streamer.captions")
@@ -185,7 +185,8 @@ class LiveRenderer:
     def update(self, transcript: Transcript, new: list[Word]) -> None:
         for word in new:
             pause = self.last_end is not None and word.start - self.last_end > PAUSE_BREAK
-            if self.line and (pause or len(self.line) + len(word.word) > self.width):
+            wraps = len(self.line) + len(word.word) > self.width and not is_punctuation(word.word)
+            if self.line and (pause or wraps):
                 self._commit_line()
             self.line += word.word if self.line else word.word.lstrip()
             self.last_end = word.end

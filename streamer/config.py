@@ -51,6 +51,8 @@ class StreamConfig(_Section):
     trim_to: float = Field(6.0, gt=0, description="past this much audio, trim at a committed word (keeping ~half)")
     pause_commit: float = Field(0.2, ge=0, le=2, description="VAD pause (s) that commits the words before it; 0 = off")
     end_silence: float = Field(0.5, ge=0.1, le=5, description="VAD silence that closes an utterance, s")
+    long_silence: float = Field(2.0, ge=0.1, le=60, description="silence after which a word's held trailing "
+                                "punctuation commits as Whisper wrote it, s")
     speech_pad: float = Field(0.2, ge=0, le=1, description="audio kept around speech, s")
     vad_threshold: float = Field(0.5, gt=0, lt=1)
     use_vad: bool = True

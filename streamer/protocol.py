@@ -8,6 +8,7 @@ the protocol is added here once.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 from typing import Any, Iterable, Mapping, Union
@@ -153,10 +154,22 @@ def ready(session: str | None, model: str, sample_rate: int = SAMPLE_RATE, **ext
             "sample_rate": sample_rate}
 
 
+def is_punctuation(text: str) -> bool:
+    """A committed item that is punctuation alone, with no leading space: the previous word's trailing mark.
+
+    The server commits a word's trailing punctuation separately once the audio after the word
+    has been heard; joining all committed ``word`` strings still gives the text.
+    """
+    return bool(text) and not text[0].isspace() and all(unicodedata.category(c).startswith("P") for c in text)
+
+
 def word(w: Any) -> dict:
     """One word as sent on the wire (anything with word/start/end/probability)."""
-    return {"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3),
-            "probability": round(getattr(w, "probability", 1.0), 3)}
+    out = {"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3),
+           "probability": round(getattr(w, "probability", 1.0), 3)}
+    if is_punctuation(w.word):
+        out["punctuation"] = True
+    return out
 
 
 def transcript(seq: int, committed: Iterable[Any], tentative: Iterable[Any], language: str | None,

@@ -83,6 +83,9 @@ class _Recorder:
         event = self.processor.complete(hypothesis)
         arrived = min(self.clock() - self.t0, self.audio_end) if self.realtime else self.processor.audio_seconds
         self.max_lag = max(self.max_lag, arrived - self.processor.decoded_seconds)
+        self.record(event)
+
+    def record(self, event: TranscriptEvent | None) -> None:
         if event is not None:
             timed = TimedEvent(self.clock() - self.t0, event)
             self.events.append(timed)
@@ -92,6 +95,7 @@ class _Recorder:
     def drain(self) -> None:
         while (request := self.processor.next_request()) is not None:
             self.decode(request)
+        self.record(self.processor.poll())
 
 
 def replay(audio: np.ndarray, engine: Engine, config: StreamConfig, *, realtime: bool = False,
@@ -120,8 +124,10 @@ def replay(audio: np.ndarray, engine: Engine, config: StreamConfig, *, realtime:
             rec.decode(request)  # in real time, audio piles up meanwhile and is fed next round
             if not realtime:
                 rec.drain()
-        elif realtime:
-            sleep(max(0.0, (fed + frame) / SAMPLE_RATE - (clock() - t0)))
+        else:
+            rec.record(proc.poll())
+            if realtime:
+                sleep(max(0.0, (fed + frame) / SAMPLE_RATE - (clock() - t0)))
     proc.finish()
     rec.drain()
     return ReplayResult(proc.committed_words, rec.events, rec.decode_seconds, rec.window_seconds,

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from streamer.protocol import is_punctuation
+
 
 class TimedWord(Protocol):
     word: str
@@ -47,6 +49,8 @@ def cues(words: Sequence[TimedWord]) -> list[Cue]:
 
 
 def _breaks(cur: Cue, w: TimedWord) -> bool:
+    if is_punctuation(w.word):  # a word's trailing mark, committed after it: stays with its word
+        return False
     return (w.start - cur.end > GAP_SECONDS or w.end - cur.start > MAX_CUE_SECONDS
             or len((cur.text + w.word).strip()) > MAX_CUE_CHARS or bool(_SENTENCE_END.search(cur.text.strip())))
 

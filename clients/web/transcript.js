@@ -7,13 +7,19 @@ const Subtitles = (() => {
   const MAX_CUE_CHARS = 84;
   const GAP_SECONDS = 1.2;
 
+  /** Protocol v1: an item that is punctuation alone, without a leading space, belongs to the word before. */
+  function isPunctuation(text) {
+    return text.length > 0 && /^\p{P}+$/u.test(text);
+  }
+
   /** Group words into cues: split on long pauses, sentence ends, and length limits. */
   function cues(words) {
     const out = [];
     let cur = null;
     for (const w of words) {
       const text = w.word;
-      const breakHere = cur && (
+      // a word's trailing mark (committed after the audio that follows it was heard) stays with its word
+      const breakHere = cur && !isPunctuation(text) && (
         w.start - cur.end > GAP_SECONDS ||
         w.end - cur.start > MAX_CUE_SECONDS ||
         (cur.text + text).trim().length > MAX_CUE_CHARS ||
@@ -53,5 +59,5 @@ const Subtitles = (() => {
     return "WEBVTT\n\n" + body;
   }
 
-  return { cues, toTxt, toSrt, toVtt, stamp };
+  return { cues, toTxt, toSrt, toVtt, stamp, isPunctuation };
 })();

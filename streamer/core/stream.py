@@ -37,6 +37,7 @@ from streamer.core.events import TranscriptEvent
 from streamer.core.gate import SpeechGate
 from streamer.core.guards import assess, drop_nonspeech
 from streamer.core.prompt import PromptBuilder
+from streamer.core.punctuation import HeldPunctuation
 from streamer.hypothesis import SAMPLE_RATE, DecodeRequest, Engine, Hypothesis, Word
 from streamer.vad import SpeechDetector
 
@@ -91,6 +92,8 @@ class StreamProcessor:
         self._gate = (SpeechGate(config.vad_threshold, config.end_silence, config.speech_pad)
                       if self._detector is not None else None)
         self._agreement = LocalAgreement(config.agreement_n)
+        self._held = HeldPunctuation()
+        self._committed: list[Word] = []                # what clients got: words and decided marks
         self._prompt = PromptBuilder(config.prompt_chars)
         self._pending = np.zeros(0, dtype=np.float32)   # tail shorter than one VAD window
         self._received = 0                              # samples fed
@@ -156,15 +159,19 @@ class StreamProcessor:
             # the prompt, all 24 words). This window's audio leaves the buffer after this
             # decode, so it is tried once more unprompted.
             log.debug("%s decode heard nothing with a prompt: retrying without it", inflight.kind)
-            self._prompt.reset(len(self._agreement.committed))
+            self._prompt.reset(len(self._committed))
             return None
         new = self._apply(inflight, words, verdict.rejected)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s [%.2f-%.2f] heard %r -> committed %r, tentative %r", inflight.kind,
                       inflight.timemap.start, inflight.timemap.end, "".join(w.word for w in words),
                       "".join(w.word for w in new), "".join(w.word for w in self._agreement.tentative))
+        new = self._held.settle(words, new)
+        if self.done:
+            new += self._held.release()
+        self._committed += new
         if verdict.suspect:
-            self._prompt.reset(len(self._agreement.committed))
+            self._prompt.reset(len(self._committed))
         utterance.decoded_until = max(utterance.decoded_until, inflight.timemap.end)
         if hypothesis.language:
             self._last_language = hypothesis.language
@@ -221,11 +228,12 @@ class StreamProcessor:
 
     @property
     def committed_words(self) -> list[Word]:
-        return list(self._agreement.committed)
+        """Everything committed so far, in order: words, and decided marks as their own items."""
+        return list(self._committed)
 
     @property
     def committed_text(self) -> str:
-        return "".join(w.word for w in self._agreement.committed).strip()
+        return "".join(w.word for w in self._committed).strip()
 
     @property
     def tentative_words(self) -> list[Word]:
@@ -315,7 +323,7 @@ class StreamProcessor:
         if kind == "pause":
             pause_start, utterance.pause_at = utterance.pause_at, None
             utterance.heard_speech = False
-        prompt = self._prompt.build(self._agreement.committed, before=timemap.start)
+        prompt = self._prompt.build(self._committed, before=timemap.start)
         self._inflight = _InFlight(utterance, kind, timemap, pause_start, prompt)
         self.max_window_seconds = max(self.max_window_seconds, audio.size / SAMPLE_RATE)
         return DecodeRequest(audio=audio, prompt=prompt, language=self.language, task=self.task,
@@ -428,8 +436,24 @@ class StreamProcessor:
         if self._gate is not None:
             self._gate.forget_before(utterance.buffer.end)
 
+    def poll(self) -> TranscriptEvent | None:
+        """Commits that wait for time, not for a decode: a held mark at the end, or after a long silence."""
+        if not self._held.pending or self._inflight is not None:
+            return None
+        if self.done or self._silence_seconds() >= self.config.long_silence:
+            new = self._held.release()
+            self._committed += new
+            return self._event(new)
+        return None
+
+    def _silence_seconds(self) -> float:
+        """How long the stream has been without speech (0 without a VAD: it cannot tell)."""
+        if self._gate is None or self._gate.in_utterance or self._open is not None or self._closed:
+            return 0.0
+        return self._position / SAMPLE_RATE - self._gate.pause_start
+
     def _event(self, new: list[Word]) -> TranscriptEvent | None:
-        tentative = tuple(self._agreement.tentative)
+        tentative = tuple(self._held.tentative + self._agreement.tentative)
         if not new and tentative == self._last_tentative:
             return None
         self._last_tentative = tentative
@@ -452,10 +476,12 @@ def _validated(samples: np.ndarray) -> np.ndarray:
 
 
 def run_until_idle(processor: StreamProcessor, engine: Engine) -> list[TranscriptEvent]:
-    """Run every decode that is due now, synchronously; the events they produced."""
+    """Run every decode that is due now, synchronously, then any due time-based commit; the events."""
     events = []
     while (request := processor.next_request()) is not None:
         event = processor.complete(engine.decode(request))
         if event is not None:
             events.append(event)
+    if (event := processor.poll()) is not None:
+        events.append(event)
     return events

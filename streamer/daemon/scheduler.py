@@ -167,7 +167,7 @@ class Scheduler:
             if request is not None:
                 batch.append((entry, request))
                 continue
-            idle.append((entry, entry.session.end_now()))
+            idle.append((entry, entry.session.poll() + entry.session.end_now()))
         return batch, idle
 
     async def _decode(self, batch: list[tuple[_Entry, DecodeRequest]]) -> None:

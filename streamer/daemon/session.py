@@ -148,7 +148,7 @@ class Session:
             log.info("session %s: dropping %d trailing bytes (not a whole sample)", self.id, dropped)
         self.feed(self._resampler.flush())
         self.processor.finish()
-        return self._maybe_end()
+        return self.poll() + self._maybe_end()
 
     def _maybe_end(self) -> list[Outgoing]:
         if self.state is SessionState.STOPPING and self.processor.done:
@@ -171,11 +171,17 @@ class Session:
     def complete(self, hypothesis: Hypothesis) -> list[Outgoing]:
         """The engine's answer for the in-flight request: a transcript update and maybe ``end``."""
         event = self.processor.complete(hypothesis)
-        out: list[Outgoing] = []
-        if event is not None:
-            self._language = event.language or self._language
-            out.append(event.to_message())
+        out: list[Outgoing] = [self._transcript(event)] if event is not None else []
         return out + self._maybe_end()
+
+    def poll(self) -> list[Outgoing]:
+        """A transcript update that waited for time rather than a decode (see ``StreamProcessor.poll``)."""
+        event = self.processor.poll() if self.active else None
+        return [self._transcript(event)] if event is not None else []
+
+    def _transcript(self, event) -> dict:
+        self._language = event.language or self._language
+        return event.to_message()
 
     def fail(self, exc: BaseException) -> list[Outgoing]:
         """The engine raised for this session's window: report and close this session only."""
@@ -204,8 +210,9 @@ class Session:
             return []
         if not self.processor.done:
             log.warning("session %s: stream core not done after stop with nothing due; ending anyway", self.id)
+        out = self.poll()
         self.state = SessionState.ENDED
-        return [self.end_message(), Close(CloseCode.NORMAL, "stopped")]
+        return out + [self.end_message(), Close(CloseCode.NORMAL, "stopped")]
 
     # ----------------------------------------------------------------- state
     @property

@@ -49,6 +49,14 @@ def test_subtitles_cut_at_sentences_and_pauses_and_round_trip() -> None:
         subtitles.parse_srt("1\n00:00:01 --> 00:00:02\nbad timing\n")
 
 
+def test_a_mark_committed_after_its_word_stays_in_the_words_cue() -> None:
+    """Protocol v1 commits a held trailing mark as its own item; it never starts a cue of its own."""
+    long_cue = _words(*[(f" word{i:02d}", i * 0.3, i * 0.3 + 0.2) for i in range(11)], (" word11x", 3.3, 3.5))
+    assert len("".join(w.word for w in long_cue).strip()) == subtitles.MAX_CUE_CHARS  # full: one more char breaks
+    words = long_cue + _words((".", 3.5, 3.5), (" Next", 5.5, 5.8))
+    assert [c.text for c in subtitles.cues(words)] == ["".join(w.word for w in long_cue).strip() + ".", "Next"]
+
+
 def test_endpoint_precedence_flags_env_file_default(tmp_path: Path) -> None:
     cfg = tmp_path / "client.toml"
     cfg.write_text('url = "ws://file:1"\ntoken = "filetoken"\n')

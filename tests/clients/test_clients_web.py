@@ -123,6 +123,7 @@ def test_page_and_python_cut_the_same_subtitles(playwright) -> None:
 
     words = [Word(" Hello", 0.0, 0.4), Word(" there.", 0.5, 0.9), Word(" After", 1.0, 1.3), Word(" a", 1.4, 1.5),
              Word(" long", 4.0, 4.4)] + [Word(f" w{i}", 5 + i * 0.3, 5.2 + i * 0.3) for i in range(30)]
+    words.insert(21, Word(",", words[20].end, words[20].end))  # a held mark, committed as its own item
     browser = launch(playwright)
     try:
         page = browser.new_page()

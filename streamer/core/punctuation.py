@@ -1,0 +1,110 @@
+"""Trailing punctuation decided with context: a word may commit before its punctuation does.
+
+Whisper ends a window's last word with a period because the window ends there, not because
+the sentence does. Committing that period at a pause made captions read "we are at present
+concerned different. from most if not from all the arts". So a committed word keeps its
+trailing punctuation only when the hypothesis that committed it also heard a later word;
+otherwise the punctuation is *held* and the word commits without it. The held mark is decided
+later, by the first hypothesis that contains the word and a word after it (its verdict may be
+"no punctuation at all"), by the case of the next committed word when the word is no longer
+in the window, or as it stands when the stream truly ends (long silence, stop).
+
+A decided mark is committed as its own item: a :class:`Word` whose text is the punctuation
+alone, with no leading space, at the end time of the word it belongs to. Joining committed
+words (what every client does) therefore still gives the right text.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Sequence
+
+from streamer.core.agreement import normalize_word
+from streamer.hypothesis import Word
+
+SENTENCE_MARKS = frozenset(".?!。？！…")
+MATCH_SECONDS = 0.5  # a hypothesis word this close to the held word (midpoints) is the same word
+
+
+def split_trailing(text: str) -> tuple[str, str]:
+    """``" different."`` -> ``(" different", ".")``; a word with nothing but punctuation keeps it."""
+    end = len(text)
+    while end > 0 and unicodedata.category(text[end - 1]).startswith("P"):
+        end -= 1
+    if not text[:end].strip():
+        return text, ""
+    return text[:end], text[end:]
+
+
+def _starts_lower(text: str) -> bool:
+    first = next((c for c in text if c.isalpha()), "")
+    return first.islower()
+
+
+class HeldPunctuation:
+    """The one trailing mark that waits for audio after its word (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.word: Word | None = None   # the committed word the mark belongs to
+        self.mark: str = ""
+
+    @property
+    def pending(self) -> bool:
+        return self.word is not None
+
+    @property
+    def tentative(self) -> list[Word]:
+        """The held mark as a tentative item, so a display can show it until it is decided."""
+        return [self._item(self.mark)] if self.word is not None else []
+
+    def settle(self, hypothesis: Sequence[Word], new: list[Word]) -> list[Word]:
+        """Commit order for one accepted update: a decided mark first, then ``new`` (its last mark held if unheard).
+
+        ``hypothesis`` is the update's words on the stream timeline; ``new`` the words it commits.
+        """
+        out = self._decide(hypothesis, new)
+        if new:
+            last, mark = split_trailing(new[-1].word)
+            if mark and not _heard_after(hypothesis, new[-1]):
+                self.word = Word(last, new[-1].start, new[-1].end, new[-1].probability)
+                self.mark = mark
+                new = [*new[:-1], self.word]
+        return out + new
+
+    def release(self) -> list[Word]:
+        """The stream truly ended (long silence, stop): the mark stands as Whisper wrote it."""
+        out = [self._item(self.mark)] if self.word is not None else []
+        self.word, self.mark = None, ""
+        return out
+
+    def _decide(self, hypothesis: Sequence[Word], new: list[Word]) -> list[Word]:
+        if self.word is None:
+            return []
+        verdict = self._verdict_from(hypothesis)
+        if verdict is None:
+            if not new:
+                return []  # nothing heard after the word yet: keep holding
+            # The word has left the window (a new utterance): the next word's case tells whether a
+            # sentence ended there; a lowercase continuation means the mark was the window's end.
+            verdict = "" if _starts_lower(new[0].word) and self.mark[-1] in SENTENCE_MARKS else self.mark
+        out = [self._item(verdict)] if verdict else []
+        self.word, self.mark = None, ""
+        return out
+
+    def _verdict_from(self, hypothesis: Sequence[Word]) -> str | None:
+        """The held word's trailing punctuation in ``hypothesis``, if it has the word and a word after it."""
+        held = self.word
+        key = normalize_word(held.word)
+        middle = (held.start + held.end) / 2
+        for i, w in enumerate(hypothesis[:-1]):
+            if normalize_word(w.word) == key and abs((w.start + w.end) / 2 - middle) <= MATCH_SECONDS:
+                return split_trailing(w.word)[1]
+        return None
+
+    def _item(self, mark: str) -> Word:
+        return Word(mark, self.word.end, self.word.end, self.word.probability)
+
+
+def _heard_after(hypothesis: Sequence[Word], word: Word) -> bool:
+    """Did the hypothesis decode a word after ``word`` (so its punctuation saw what follows)?"""
+    return any(w.start > word.start + 0.01 for w in hypothesis)

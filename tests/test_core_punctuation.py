@@ -1,0 +1,82 @@
+"""Trailing punctuation decided with context (a scripted 'Whisper' that ends every window with a period)."""
+
+from __future__ import annotations
+
+from streamer.config import StreamConfig
+from streamer.core import StreamProcessor
+from streamer.core.punctuation import HeldPunctuation, split_trailing
+from streamer.engine.scripted import ScriptedEngine
+from streamer.hypothesis import SAMPLE_RATE, DecodeRequest, Hypothesis, Word
+from streamer.protocol import is_punctuation, word as wire_word
+from streamer.vad import ScriptedDetector
+from support import feed_and_drain, noise
+
+# "we are at present concerned with printing. only" spoken from 1.0 s, a 0.3 s pause after "concerned"
+SPOKEN = [Word(" We", 1.0, 1.2), Word(" are", 1.3, 1.5), Word(" at", 1.6, 1.7), Word(" present", 1.8, 2.2),
+          Word(" concerned", 2.3, 2.8), Word(" with", 3.1, 3.3), Word(" printing.", 3.4, 3.9),
+          Word(" Only", 4.3, 4.6), Word(" that.", 4.7, 5.0)]
+
+
+def window_end_period(request: DecodeRequest) -> Hypothesis:
+    """Hears the words inside the window; like Whisper, the window's last word ends with a period."""
+    start, end = request.offset, request.offset + request.audio.size / SAMPLE_RATE
+    heard = [w for w in SPOKEN if w.start >= start - 1e-6 and w.end <= end + 1e-6]
+    words = [w.shifted(-start) for w in heard]
+    if words and not words[-1].word.endswith("."):
+        last = words[-1]
+        words[-1] = Word(last.word + ".", last.start, last.end, last.probability)
+    return Hypothesis(tuple(words), "en", -0.2, 0.01, 1.2)
+
+
+def run(detector_spans, seconds: float, **config):
+    cfg = StreamConfig(**{"min_chunk": 0.5, "end_silence": 0.6, **config})
+    proc = StreamProcessor(cfg, ScriptedDetector(detector_spans))
+    events = feed_and_drain(proc, ScriptedEngine(window_end_period), noise(seconds))
+    return proc, events
+
+
+def test_a_period_at_a_window_end_is_not_committed_when_the_sentence_goes_on():
+    proc, events = run([(1.0, 2.8), (3.1, 3.9), (4.3, 5.0)], 8.0)
+    assert proc.committed_text == "We are at present concerned with printing. Only that."
+    committed = [w.word for e in events for w in e.committed]
+    assert " concerned" in committed and " concerned." not in committed   # pause commit, period held
+    assert committed.count(".") == 2  # the two real sentence ends, each decided after the audio that followed
+
+
+def test_the_held_mark_shows_in_the_tentative_tail_until_decided():
+    proc, events = run([(1.0, 2.8), (3.1, 3.9), (4.3, 5.0)], 8.0)
+    held = [e for e in events if e.tentative and is_punctuation(e.tentative[0].word)]
+    assert held, "a held mark is shown as tentative"
+
+
+def test_the_stream_end_releases_a_held_mark():
+    proc, events = run([(1.0, 2.8)], 3.2)  # stops right after "concerned": the period stands
+    assert proc.committed_text == "We are at present concerned."
+    assert events[-1].committed[-1].word == "." and proc.done
+
+
+def test_a_long_silence_releases_a_held_mark_without_a_decode():
+    proc, events = run([(1.0, 2.8)], 2.8 + 2.6, long_silence=2.0)
+    # the stream has not ended, but two seconds of silence follow the word
+    assert proc.committed_words[-1].word == "."
+
+
+def test_the_next_words_case_decides_when_the_word_left_the_window():
+    held = HeldPunctuation()
+    first = held.settle([Word(" different.", 1.0, 1.5)], [Word(" different.", 1.0, 1.5)])
+    assert [w.word for w in first] == [" different"] and held.pending
+    out = held.settle([Word(" from", 9.0, 9.2)], [Word(" from", 9.0, 9.2)])  # a new utterance, lowercase
+    assert [w.word for w in out] == [" from"] and not held.pending
+    held.settle([Word(" end.", 1.0, 1.5)], [Word(" end.", 1.0, 1.5)])
+    out = held.settle([Word(" Next", 9.0, 9.2)], [Word(" Next", 9.0, 9.2)])
+    assert [w.word for w in out] == [".", " Next"]
+
+
+def test_split_trailing_and_wire_shape():
+    assert split_trailing(" different.") == (" different", ".")
+    assert split_trailing(" U.S.,") == (" U.S", ".,")
+    assert split_trailing(" ...") == (" ...", "")
+    assert split_trailing("今日は。") == ("今日は", "。")
+    assert wire_word(Word(".", 1.0, 1.0)) == {"word": ".", "start": 1.0, "end": 1.0, "probability": 1.0,
+                                              "punctuation": True}
+    assert "punctuation" not in wire_word(Word(" yes", 1.0, 1.2))
