@@ -55,6 +55,9 @@ class StreamConfig(_Section):
                                 "punctuation commits as Whisper wrote it, s")
     speech_pad: float = Field(0.2, ge=0, le=1, description="audio kept around speech, s")
     vad_threshold: float = Field(0.5, gt=0, lt=1)
+    vad_highpass: float = Field(100.0, ge=0, le=400, description="high-pass (Hz) on what the VAD hears; 0 = off")
+    vad_gain: bool = Field(False, description="slow automatic gain (up to +30 dB) on what the VAD hears (no effect "
+                           "measured on silero for quiet speech, so off)")
     use_vad: bool = True
     prompt_chars: int = Field(200, ge=0, le=800, description="tail of committed text used as prompt")
     no_speech_threshold: float = Field(0.6, ge=0, le=1)

