@@ -17,6 +17,7 @@ from streamer.hypothesis import EngineError
 
 # Languages written without spaces between words: split words on unicode points instead.
 NO_SPACE_LANGUAGES = {"zh", "ja", "th", "lo", "my", "yue"}
+MAX_PROMPT_TOKENS = 223  # Whisper's own limit: half the context, minus <|startofprev|>
 
 
 @dataclass
@@ -35,12 +36,16 @@ class WhisperTokens:
 
     @classmethod
     def from_file(cls, path: str | Path, vocab_size: int) -> "WhisperTokens":
-        tok = Tokenizer.from_file(str(path))
+        """From a ``tokenizer.json``; the model's vocabulary size tells English-only (51864) from multilingual."""
+        return cls.from_tokenizer(Tokenizer.from_file(str(path)), multilingual=vocab_size >= 51865, source=str(path))
+
+    @classmethod
+    def from_tokenizer(cls, tok: Tokenizer, multilingual: bool, source: str = "the tokenizer") -> "WhisperTokens":
         ids = lambda name: tok.token_to_id(name)  # noqa: E731
         sot, translate = ids("<|startoftranscript|>"), ids("<|translate|>")
         no_ts = ids("<|notimestamps|>")
         if None in (sot, translate, no_ts, ids("<|endoftext|>")):
-            raise EngineError(f"{path} is not a Whisper tokenizer (special tokens missing)")
+            raise EngineError(f"{source} is not a Whisper tokenizer (special tokens missing)")
         languages = {}
         for i in range(sot + 1, translate):
             name = tok.id_to_token(i)
@@ -52,7 +57,7 @@ class WhisperTokens:
             no_speech=ids("<|nospeech|>") or ids("<|nocaptions|>"), no_timestamps=no_ts,
             timestamp_begin=ts0 if ts0 is not None else no_ts + 1,
             transcribe=ids("<|transcribe|>"), translate=translate, language_ids=languages,
-            multilingual=vocab_size >= 51865,
+            multilingual=multilingual,
         )
 
     def sot_sequence(self, language: str | None, task: str) -> list[int]:
@@ -62,6 +67,17 @@ class WhisperTokens:
         if language not in self.language_ids:
             raise EngineError(f"unknown language {language!r}; known: {', '.join(sorted(self.language_ids))}")
         return [self.sot, self.language_ids[language], self.translate if task == "translate" else self.transcribe]
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        """What the model transcribes: English-only checkpoints keep language tokens they never learned."""
+        return tuple(self.language_ids) if self.multilingual else ("en",)
+
+    def prompt_prefix(self, prompt: str) -> list[int]:
+        """``<|startofprev|>`` and the prompt's last tokens (Whisper's limit); nothing for an empty prompt."""
+        if not prompt.strip():
+            return []
+        return [self.sot_prev, *self.encode(" " + prompt.strip())[-MAX_PROMPT_TOKENS:]]
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
