@@ -7,7 +7,6 @@ large-v3 adds a language, so nothing here is hard-coded: every id is looked up b
 from __future__ import annotations
 
 import string
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,15 +104,22 @@ class WhisperTokens:
         return words, word_tokens
 
     def _split_unicode(self, tokens: list[int]) -> tuple[list[str], list[list[int]]]:
-        """Split where the decoded text forms whole unicode characters (multi-token characters stay together)."""
-        words, word_tokens, current = [], [], []
+        """Split where the decoded text forms whole unicode characters (multi-token characters stay together).
+
+        A partial UTF-8 sequence decodes to U+FFFD; the group is closed only once its text has
+        no U+FFFD that the full text lacks at the same place (a real U+FFFD in the text counts).
+        """
+        full = self.tokenizer.decode(tokens, skip_special_tokens=False)
+        words, word_tokens, current, offset = [], [], [], 0
         for token in tokens:
             current.append(token)
             decoded = self.tokenizer.decode(current, skip_special_tokens=False)
-            if "\ufffd" not in decoded or unicodedata.category(decoded[-1:] or "a") == "So":
+            bad = decoded.find("\ufffd")
+            if bad < 0 or full[offset + bad: offset + bad + 1] == "\ufffd":
                 words.append(decoded)
                 word_tokens.append(current)
                 current = []
+                offset += len(decoded)
         if current:
             words.append(self.tokenizer.decode(current, skip_special_tokens=False))
             word_tokens.append(current)
