@@ -13,7 +13,6 @@ audio and re-decodes a window's unfinished tail, which is the streaming core's j
 
 from __future__ import annotations
 
-import copy
 import inspect
 import logging
 import math
@@ -28,6 +27,7 @@ from streamer.config import EngineConfig
 from streamer.engine.alignment import clamp_to_segments, segment_word_times, segments_of
 from streamer.engine.decoding import MAX_INITIAL_TIMESTAMP, TIME_PRECISION
 from streamer.engine.tokenizer import WhisperTokens
+from streamer.engine.views import WordTimingViews
 from streamer.engine.whisper import compression_ratio
 from streamer.hypothesis import (MAX_WINDOW_SECONDS, SAMPLE_RATE, DecodeRequest, EngineError, Hypothesis, Word,
                                  validate_window)
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 MAX_LENGTH = 448  # Whisper's decoder context, prompt included
 
 
-class FasterWhisperEngine:
+class FasterWhisperEngine(WordTimingViews):
     """A faster-whisper ``WhisperModel`` decoding one window per call, with the streamer's word types."""
 
     max_window_seconds = MAX_WINDOW_SECONDS
@@ -58,13 +58,6 @@ class FasterWhisperEngine:
         t = self.tokens
         self._suppress = [-1, t.transcribe, t.translate, t.sot, t.sot_prev]  # as faster-whisper does
         self.last_timing: dict[str, float] = {}
-
-    def with_word_timestamps(self, method: str) -> "FasterWhisperEngine":
-        """This engine timing words by ``method``: dtw (faster-whisper's alignment), segments, both."""
-        view = copy.copy(self)
-        view.config = EngineConfig.model_validate({**self.config.model_dump(), "word_timestamps": method})
-        view.last_timing = {}
-        return view
 
     def decode_batch(self, requests: Sequence[DecodeRequest]) -> list[Hypothesis]:
         return [self.decode(r) for r in requests]

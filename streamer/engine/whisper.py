@@ -7,7 +7,6 @@ step warmed up for every batch size the daemon uses, so nothing recompiles while
 
 from __future__ import annotations
 
-import copy
 import inspect
 import json
 import logging
@@ -25,6 +24,7 @@ from streamer.engine.decoding import TIME_PRECISION, RowSpec, TimestampRules, de
 from streamer.engine.gpu import CompileOptions, build_compiled
 from streamer.engine.kv_decoder import KVDecoder
 from streamer.engine.tokenizer import WhisperTokens
+from streamer.engine.views import WordTimingViews
 from streamer.hypothesis import MAX_WINDOW_SECONDS, SAMPLE_RATE, DecodeRequest, EngineError, Hypothesis, validate_window
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def _pick_dtype(name: str, device: torch.device) -> torch.dtype:
     return dtype
 
 
-class WhisperEngine:
+class WhisperEngine(WordTimingViews):
     """Implements :class:`streamer.hypothesis.Engine` with a transformers Whisper checkpoint.
 
     Everything is fixed at construction, the compiled CUDA decoder included; a different
@@ -82,13 +82,6 @@ class WhisperEngine:
         self.compiled = build_compiled(self.decoder, tokens, model.config.d_model, device, dtype,
                                        compile) if compile else None
         self.last_timing: dict[str, float] = {}
-
-    def with_word_timestamps(self, method: str) -> "WhisperEngine":
-        """This engine timing words by ``method`` (dtw, segments, both); weights and decoder are shared."""
-        view = copy.copy(self)
-        view.config = EngineConfig.model_validate({**self.config.model_dump(), "word_timestamps": method})
-        view.last_timing = {}
-        return view
 
     @staticmethod
     def _alignment_heads(generation: dict, model_config) -> list[tuple[int, int]]:
