@@ -65,8 +65,8 @@ class DecodeRequest:
     language: str | None = None
     task: Task = "transcribe"
     # where the window starts on the stream's audio timeline, in seconds. Hypothesis times stay
-    # window-relative; the offset lets an engine that knows the stream (the scripted timeline
-    # engine, a draft or resumable engine) place the window, and callers log or map with it.
+    # window-relative (the caller maps them back); an engine may read it to place the window,
+    # as the scripted timeline engine does to pick the words a window holds.
     offset: float = 0.0
     tag: object = field(default=None, compare=False)  # opaque, for the caller's bookkeeping
 

@@ -29,6 +29,7 @@ from streamer.hypothesis import MAX_WINDOW_SECONDS, SAMPLE_RATE, DecodeRequest, 
 
 log = logging.getLogger(__name__)
 
+
 def compression_ratio(text: str) -> float:
     """How repetitive a text is; Whisper's hallucination loops compress very well (> 2.4)."""
     raw = text.encode("utf-8")
