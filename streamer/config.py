@@ -24,6 +24,8 @@ class _Section(BaseModel):
 class EngineConfig(_Section):
     """Which Whisper and how to run it."""
 
+    backend: str = Field("whisper", description="engine implementation: whisper (transformers, this project's "
+                         "decoder) or faster-whisper (CTranslate2; pip install 'streamer[bench]')")
     model: str = Field("base", description="embedded name (base, tiny.en), hub id or local folder")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"

@@ -64,7 +64,10 @@ class DecodeRequest:
     prompt: str = ""
     language: str | None = None
     task: Task = "transcribe"
-    offset: float = 0.0  # where the window starts on the stream's audio timeline (engines ignore it)
+    # where the window starts on the stream's audio timeline, in seconds. Hypothesis times stay
+    # window-relative (the caller maps them back); an engine may read it to place the window,
+    # as the scripted timeline engine does to pick the words a window holds.
+    offset: float = 0.0
     tag: object = field(default=None, compare=False)  # opaque, for the caller's bookkeeping
 
 
@@ -74,9 +77,17 @@ class EngineError(Exception):
 
 @runtime_checkable
 class Engine(Protocol):
-    """Decodes windows of audio into hypotheses. Knows nothing about streams."""
+    """Decodes windows of audio into hypotheses. Knows nothing about streams.
 
-    name: str
+    Implementations are chosen by ``engine.backend`` through :mod:`streamer.engine.loader` and
+    are fully set up by their constructor: callers read these attributes, never set them.
+    """
+
+    name: str  # the model, as the user named it (shown to clients)
+    device: str  # where it runs: "cpu", "cuda"
+    dtype: str  # the weights' compute type: "float32", "int8", "float16", ...
+    max_window_seconds: float  # the longest window one decode accepts (30.0 for Whisper)
+    languages: tuple[str, ...]  # language codes it can transcribe; ("en",) for English-only models
 
     def decode(self, request: DecodeRequest) -> Hypothesis:
         """Decode one window."""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from streamer.engine.ct2 import CT2FormatError, read_ct2_model
+from streamer.engine.ct2_format import CT2FormatError, read_ct2_model
 from streamer.engine.models import EMBEDDED, EmbeddedModel, embedded_folder, resolve_model
 from streamer.hypothesis import DecodeRequest, EngineError
 

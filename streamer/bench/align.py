@@ -64,7 +64,9 @@ def boundary_errors(sentences: list[dict], words, offset: float) -> tuple[list[f
 
 
 def measure(engine, files: list[Path]) -> dict[str, dict[str, float]]:
+    """Boundary errors for every method; ``engine`` offers ``with_word_timestamps`` (both backends do)."""
     errors = {m: {"start": [], "end": []} for m in METHODS}
+    timed = {method: engine.with_word_timestamps(method) for method in METHODS}
     for path in files:
         audio = load_audio(path)
         segments = json.loads(path.with_suffix(".segments.json").read_text())
@@ -73,12 +75,10 @@ def measure(engine, files: list[Path]) -> dict[str, dict[str, float]]:
             end = window[-1]["end"] + 0.3
             chunk = audio[int(begin * SAMPLE_RATE): int(end * SAMPLE_RATE)]
             for method in METHODS:
-                engine.config.word_timestamps = method
-                hyp = engine.decode(DecodeRequest(chunk, language="en"))
+                hyp = timed[method].decode(DecodeRequest(chunk, language="en"))
                 s, e = boundary_errors(window, hyp.words, begin)
                 errors[method]["start"] += s
                 errors[method]["end"] += e
-    engine.config.word_timestamps = "dtw"
     summary = {}
     for method, errs in errors.items():
         row = {}
@@ -94,6 +94,7 @@ def measure(engine, files: list[Path]) -> dict[str, dict[str, float]]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", default="base,tiny.en")
+    parser.add_argument("--backend", default="whisper", help="engine backend (whisper, faster-whisper)")
     parser.add_argument("--json", type=Path)
 
 
@@ -106,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'model':8} {'method':9} {'start med':>9} {'start p90':>9} {'end med':>8} {'end p90':>8} "
           f"{'end bias':>8} {'n':>4}")
     for model in args.models.split(","):
-        report[model] = measure(load_engine(model=model), files)
+        report[model] = measure(load_engine(backend=args.backend, model=model), files)
         for method, r in report[model].items():
             print(f"{model:8} {method:9} {r['start_median']:9.3f} {r['start_p90']:9.3f} {r['end_median']:8.3f} "
                   f"{r['end_p90']:8.3f} {r['end_bias']:8.3f} {r['end_n']:4d}")

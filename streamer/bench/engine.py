@@ -2,18 +2,20 @@
 
 The streaming core re-decodes its buffer every update, so the cost that matters is one
 30 s window producing a fixed number of tokens (48 here), split into encoder and decoder.
-Runs several times and prints medians/p95; optionally measures faster-whisper (CTranslate2,
-int8, the same weights) on the same window in the same run as the baseline.
+Runs several times and prints medians/p95; optionally measures the faster-whisper backend
+(CTranslate2, int8, the same weights) through the same Engine interface on the same window in
+the same run as the baseline.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import logging
 import platform
 import resource
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,7 +24,11 @@ import numpy as np
 from streamer.audio import load_audio
 from streamer.bench.data import manifest, require_data_dir
 from streamer.bench.metrics import wer
+from streamer.config import EngineConfig
+from streamer.engine.loader import load_engine
 from streamer.hypothesis import DecodeRequest
+
+log = logging.getLogger(__name__)
 
 
 def corpus_wer(engine, folder: str, language: str | None = "en") -> tuple[float, list[str]]:
@@ -41,17 +47,8 @@ def _window(seconds: float) -> np.ndarray:
     return audio[: int(seconds * 16000)]
 
 
-def time_streamer(model: str, quantize: str, window: np.ndarray, tokens: int, runs: int, threads: int) -> dict:
-    from streamer.engine.loader import load_engine
-
-    compiled = quantize == "compiled"
-    engine = load_engine(model=model, quantize="none" if compiled else quantize, max_new_tokens=tokens,
-                         threads=threads)
-    if compiled:  # the CUDA path's static cache + inductor step, tried on the CPU (no CUDA graphs here)
-        from streamer.engine.gpu import CompiledDecoder
-
-        engine.compiled = CompiledDecoder(engine.decoder, engine.tokens, [1], engine.device, engine.dtype,
-                                          backend="inductor", mode=None)
+def time_engine(engine, label: str, window: np.ndarray, runs: int) -> dict:
+    """Median/p95 of ``runs`` decodes of ``window`` after one warm-up, split by the engine's ``last_timing``."""
     request = DecodeRequest(window, language="en")
     engine.decode(request)  # warm
     totals, encs, decs, counts = [], [], [], []
@@ -63,84 +60,33 @@ def time_streamer(model: str, quantize: str, window: np.ndarray, tokens: int, ru
         encs.append(timing["encode"])
         decs.append(timing["decode"] + timing["align"])
         counts.append(timing["tokens"])
-    return {"impl": f"streamer {quantize}", "model": model, "median_s": statistics.median(totals),
+    return {"impl": label, "model": engine.name, "median_s": statistics.median(totals),
             "p95_s": _percentile(totals, 95), "encoder_s": statistics.median(encs),
             "decoder_s": statistics.median(decs), "tokens": statistics.median(counts), "text": hyp.text[:80]}
 
 
-def _faster_whisper_folder(model: str, into: Path) -> Path:
-    """faster-whisper reads the embedded CTranslate2 files directly (base's two parts joined)."""
-    from streamer.engine.models import EMBEDDED, _package_dir, _verified_parts
+def streamer_engine(model: str, quantize: str, tokens: int, threads: int):
+    """The whisper backend; ``compiled`` is the CUDA path's static cache + inductor step, tried on the CPU."""
+    if quantize != "compiled":
+        return load_engine(model=model, quantize=quantize, max_new_tokens=tokens, threads=threads)
+    from streamer.engine.gpu import CompileOptions
+    from streamer.engine.whisper import load_whisper
 
-    spec = EMBEDDED[model]
-    source = _package_dir(spec.packages[0], spec) / spec.data_dir
-    folder = into / model
-    folder.mkdir()
-    with open(folder / "model.bin", "wb") as out:
-        for part in _verified_parts(spec):
-            out.write(part.read_bytes())
-    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
-        (folder / name).write_bytes((source / name).read_bytes())
-    return folder
-
-
-def _calibrate_length(fw, encoded, prompt: list[int], eot: int, tokens: int) -> int:
-    """The ``max_length`` at which CTranslate2 generates exactly ``tokens`` tokens here.
-
-    Its Whisper ``max_length`` does not count generated tokens one for one (49 gave 24 in a
-    test), so find the value instead of assuming it.
-    """
-    for max_length in range(tokens, 4 * tokens + len(prompt)):
-        result = fw.model.generate(encoded, [prompt], beam_size=1, max_length=max_length,
-                                   suppress_tokens=[-1, eot], suppress_blank=True)
-        if len(result[0].sequences_ids[0]) >= tokens:
-            return max_length
-    raise RuntimeError(f"faster-whisper never produced {tokens} tokens")
+    config = EngineConfig(model=model, quantize="none", max_new_tokens=tokens, threads=threads)
+    return load_whisper(config, compile=CompileOptions(batch_sizes=(1,), mode=None))  # no CUDA graphs on a CPU
 
 
 def time_faster_whisper(model: str, window: np.ndarray, tokens: int, runs: int, threads: int) -> list[dict]:
-    """faster-whisper's CTranslate2 int8 on the same window: forced ``tokens`` tokens (end-of-text
-    suppressed), timed without and with its cross-attention word alignment (streaming needs word times)."""
-    try:
-        import ctranslate2
-        from faster_whisper import WhisperModel
-    except ImportError:
+    """The faster-whisper backend (CTranslate2 int8, the same weights) on the same window, timed
+    with word times spread over timestamp segments and with its cross-attention word alignment
+    (streaming needs word times)."""
+    if importlib.util.find_spec("faster_whisper") is None:
+        log.warning("faster-whisper is not installed (pip install 'streamer[bench]'): no baseline rows")
         return []
-    with tempfile.TemporaryDirectory() as tmp:
-        fw = WhisperModel(str(_faster_whisper_folder(model, Path(tmp))), device="cpu", compute_type="int8",
-                          cpu_threads=threads)
-        tok = fw.hf_tokenizer
-        eot = tok.token_to_id("<|endoftext|>")
-        prompt = [tok.token_to_id("<|startoftranscript|>")]
-        if fw.model.is_multilingual:
-            prompt += [tok.token_to_id("<|en|>"), tok.token_to_id("<|transcribe|>")]
-        mel = np.ascontiguousarray(np.expand_dims(fw.feature_extractor(window)[:, :3000], 0))
-        encoded = fw.model.encode(ctranslate2.StorageView.from_array(mel), to_cpu=False)
-        max_length = _calibrate_length(fw, encoded, prompt, eot, tokens)
-        plain, aligned, encs = [], [], []
-        for i in range(runs + 1):
-            started = time.perf_counter()
-            encoded = fw.model.encode(ctranslate2.StorageView.from_array(mel), to_cpu=False)
-            after_encode = time.perf_counter()
-            result = fw.model.generate(encoded, [prompt], beam_size=1, max_length=max_length,
-                                       suppress_tokens=[-1, eot], suppress_blank=True, return_scores=True)
-            generated = time.perf_counter()
-            text_tokens = [t for t in result[0].sequences_ids[0] if t < eot]
-            fw.model.align(encoded, prompt, [text_tokens], len(window) // 160, median_filter_width=7)
-            done = time.perf_counter()
-            if i:  # the first run warms up
-                encs.append(after_encode - started)
-                plain.append(generated - started)
-                aligned.append(done - started)
-        count = len(result[0].sequences_ids[0])
-        text = tok.decode(text_tokens)
-    rows = []
-    for name, totals in (("faster-whisper int8", plain), ("faster-whisper +words", aligned)):
-        rows.append({"impl": name, "model": model, "median_s": statistics.median(totals),
-                     "p95_s": _percentile(totals, 95), "encoder_s": statistics.median(encs),
-                     "decoder_s": statistics.median(totals) - statistics.median(encs), "tokens": count,
-                     "text": text[:80]})
-    return rows
+    engine = load_engine(backend="faster-whisper", model=model, quantize="int8", max_new_tokens=tokens,
+                         threads=threads)
+    return [time_engine(engine.with_word_timestamps("segments"), "faster-whisper int8", window, runs),
+            time_engine(engine.with_word_timestamps("dtw"), "faster-whisper +words", window, runs)]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -163,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for model in args.models.split(","):
         for quantize in args.quantize.split(","):
-            rows.append(time_streamer(model, quantize, window, args.tokens, args.runs, threads))
+            engine = streamer_engine(model, quantize, args.tokens, threads)
+            rows.append(time_engine(engine, f"streamer {quantize}", window, args.runs))
         if not args.no_baseline:
             rows.extend(time_faster_whisper(model, window, args.tokens, args.runs, threads))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

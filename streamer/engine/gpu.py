@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -87,14 +88,29 @@ class CompiledDecoder:
         return time.perf_counter() - started
 
 
-def compile_engine(engine) -> None:
-    """Attach a compiled decoder to a CUDA ``WhisperEngine`` and warm up every serving shape."""
-    tokens = engine.tokens
-    compiled = CompiledDecoder(engine.decoder, tokens, engine.config.batch_sizes, engine.device, engine.dtype)
+@dataclass(frozen=True)
+class CompileOptions:
+    """How :class:`~streamer.engine.whisper.WhisperEngine` builds its static-cache decoder.
+
+    CUDA serving uses the defaults (inductor + CUDA graphs for the configured batch sizes); the
+    CPU test traces with dynamo's ``eager`` backend and the CPU bench runs inductor without graphs.
+    """
+
+    batch_sizes: tuple[int, ...] = (1, 2, 4, 8)
+    backend: str = "inductor"
+    mode: str | None = "reduce-overhead"
+    warmup_steps: int = 4
+
+
+def build_compiled(decoder: KVDecoder, tokens, d_model: int, device: torch.device, dtype: torch.dtype,
+                   options: CompileOptions) -> CompiledDecoder:
+    """A compiled decoder, warmed up for every serving shape (a plain and a prompted prefix)."""
+    compiled = CompiledDecoder(decoder, tokens, list(options.batch_sizes), device, dtype,
+                               backend=options.backend, mode=options.mode)
     sot = tokens.sot_sequence("en" if tokens.multilingual else None, "transcribe")
     prefixes = [sot, [tokens.sot_prev, *[220] * 20, *sot]]
     before = compile_count()
-    seconds = compiled.warmup(engine.model.config.d_model, prefixes, engine.device, engine.dtype)
-    engine.compiled = compiled
-    log.info("compiled decoder for batch sizes %s in %.1f s (%d graphs)", compiled.batch_sizes, seconds,
-             compile_count() - before)
+    seconds = compiled.warmup(d_model, prefixes, device, dtype, steps=options.warmup_steps)
+    log.info("compiled decoder (%s) for batch sizes %s in %.1f s (%d graphs)", options.backend,
+             compiled.batch_sizes, seconds, compile_count() - before)
+    return compiled

