@@ -31,9 +31,10 @@ def text(status: int, body: str, headers: Mapping[str, str] | None = None) -> we
 
 
 def bearer_token(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
-    """The token from ``Authorization: Bearer``, or ``?token=`` for browsers (which cannot set headers)."""
+    """The token from ``Authorization: Bearer`` (or ``Token``, as Deepgram clients send it), or
+    ``?token=`` for browsers, which cannot set headers on a websocket."""
     scheme, _, value = headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
+    if scheme.lower() in ("bearer", "token") and value.strip():
         return value.strip()
     return query.get("token") or None
 

@@ -61,6 +61,7 @@ class StreamerServer:
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self.background: list = []  # local capture runners, stopped before sessions flush
+        self.surfaces: list = []    # other protocols on this port: objects with routes(server) -> [RouteDef]
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         cfg = self.settings.server
@@ -81,7 +82,9 @@ class StreamerServer:
         app.router.add_get(CAPTIONS_PATH, self._tracked(self._captions))
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", http.metrics_handler(self.metrics, self._count_subscribers))
-        http.add_web_page(app, web_root())
+        for surface in self.surfaces:
+            app.add_routes(surface.routes(self))
+        http.add_web_page(app, web_root())  # last: it answers every other GET path
         return app
 
     # ------------------------------------------------------------- lifecycle
