@@ -46,8 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         module.register(subparsers)
     for sub in subparsers.choices.values():  # ``streamer transcribe -v`` works as well as ``streamer -v transcribe``
-        sub.add_argument("-v", "--verbose", dest="sub_verbose", action="count", default=0,
-                         help="more logging (-vv for debug)")
+        try:
+            sub.add_argument("-v", "--verbose", dest="sub_verbose", action="count", default=0,
+                             help="more logging (-vv for debug)")
+        except argparse.ArgumentError:
+            pass  # the subcommand defines its own -v
     return parser
 
 

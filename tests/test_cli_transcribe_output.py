@@ -45,11 +45,6 @@ def test_verbosity_flags_before_or_after_the_subcommand(argv, level):
     assert log_level(build_parser().parse_args(argv)) == level
 
 
-def test_the_sample_ships_with_its_reference_transcript():
-    assert sample_path().suffix == ".wav"
-    assert len(sample_transcript().split()) >= 8
-
-
 @pytest.mark.slow
 def test_stdout_is_the_transcript_and_stderr_one_line(tmp_path):
     events = tmp_path / "events.jsonl"
