@@ -15,13 +15,16 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence, TextIO
+from typing import TYPE_CHECKING, Callable, Sequence, TextIO
 
 import numpy as np
 
 from streamer.config import StreamConfig
 from streamer.core import StreamProcessor, TranscriptEvent
 from streamer.hypothesis import SAMPLE_RATE, MAX_WINDOW_SECONDS, DecodeRequest, Engine, Hypothesis, Word
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -225,11 +228,11 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress_bar(audio_seconds: float):
+def _progress_bar(audio_seconds: float) -> "tqdm":
     """A bar of audio seconds decoded, on stderr only when it is a terminal (logs and pipes stay clean).
 
-    It shows after a second (short files never flicker one) and clears itself when done, leaving
-    the one summary line.
+    It appears after a second (a run shorter than that never flickers one) and clears itself when
+    done, leaving the one summary line.
     """
     from tqdm import tqdm
 
@@ -241,7 +244,7 @@ def _progress_bar(audio_seconds: float):
 class _ProgressEngine:
     """Passes decodes through to the engine and moves the bar to the end of each decoded window."""
 
-    def __init__(self, engine: Engine, bar) -> None:
+    def __init__(self, engine: Engine, bar: "tqdm") -> None:
         self.engine, self.bar = engine, bar
         self.name = engine.name
 
