@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+from streamer.resources import config_dir
 
 
 class _Section(BaseModel):
@@ -152,12 +152,12 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def resolve_config_path(name_or_path: str | os.PathLike[str]) -> Path:
-    """``cpu`` means ``configs/cpu.toml``; anything else is a path."""
+    """``cpu`` means the shipped ``configs/cpu.toml`` (wherever it is installed); anything else is a path."""
     path = Path(name_or_path)
     if not path.suffix and not path.exists():
-        path = CONFIG_DIR / f"{path}.toml"
+        path = config_dir() / f"{path}.toml"
     if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.toml")))
+        known = ", ".join(sorted(p.stem for p in config_dir().glob("*.toml")))
         raise ConfigError(f"config file {name_or_path!s} not found (profiles in configs/: {known})")
     return path
 

@@ -15,14 +15,17 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import TYPE_CHECKING, Callable, Sequence, TextIO
 
 import numpy as np
 
 from streamer.config import StreamConfig
 from streamer.core import StreamProcessor, TranscriptEvent
-from streamer.hypothesis import SAMPLE_RATE, MAX_WINDOW_SECONDS, DecodeRequest, Engine, Word
+from streamer.hypothesis import SAMPLE_RATE, MAX_WINDOW_SECONDS, DecodeRequest, Engine, Hypothesis, Word
 from streamer.vad import detector_for
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +176,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "transcribe", help="transcribe an audio file through the streaming core",
         description="Run any audio file (WAV/FLAC/OGG/MP3 via soundfile, anything else via ffmpeg; any rate, "
                     "any channel count) through the same streaming core as the daemon.")
-    p.add_argument("file", help="audio file")
+    p.add_argument("file", nargs="?", help="audio file")
+    p.add_argument("--sample", action="store_true",
+                   help="transcribe the bundled sample recording (LJ Speech, public domain) instead of FILE")
     p.add_argument("--model", help="embedded name (base, tiny.en), hub id or local folder (default: config)")
     p.add_argument("--config", help="config profile (cpu, gpu) or TOML path")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -186,7 +191,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--events", help="write every transcript event as JSON lines (with t = wall seconds)")
     p.add_argument("--language", help="language code (default: detect, or the config's)")
     p.add_argument("--task", choices=["transcribe", "translate"], help="default: transcribe")
-    p.set_defaults(func=main)
+    # The transcript is the output: no INFO log lines unless -v (streamer/cli.py).
+    p.set_defaults(func=main, log_level=logging.WARNING)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -194,12 +200,16 @@ def main(args: argparse.Namespace) -> int:
     from streamer.config import ConfigError, load_settings, parse_set_flags
     from streamer.formats import format_for_path, write
     from streamer.hypothesis import EngineError
+    from streamer.resources import sample_path
 
+    if bool(args.file) == bool(args.sample):
+        print("streamer transcribe: give an audio FILE or --sample", file=sys.stderr)
+        return 2
     try:
         overrides = parse_set_flags(args.set)
         overrides.update({"engine.model": args.model, "stream.language": args.language, "stream.task": args.task})
         settings = load_settings(args.config, overrides)
-        audio = load_audio(args.file)
+        audio = load_audio(args.file or sample_path())
     except (ConfigError, AudioError) as exc:
         print(f"streamer transcribe: {exc}", file=sys.stderr)
         return 2
@@ -213,15 +223,52 @@ def main(args: argparse.Namespace) -> int:
         return 2
     events_file: TextIO | None = open(args.events, "w", encoding="utf-8") if args.events else None
     try:
-        result = replay(audio, engine, settings.stream, realtime=args.realtime,
-                        on_event=(lambda e: _write_event(events_file, e)) if events_file else None)
+        with _progress_bar(audio.size / SAMPLE_RATE) as bar:
+            result = replay(audio, _ProgressEngine(engine, bar), settings.stream, realtime=args.realtime,
+                            on_event=(lambda e: _write_event(events_file, e)) if events_file else None)
     finally:
         if events_file:
             events_file.close()
-    log.info("%.1f s of audio in %.1f s (%d decodes)", result.audio_seconds, result.wall_seconds,
-             len(result.decode_seconds))
+    print(f"streamer: {result.audio_seconds:.1f} s of audio in {result.wall_seconds:.1f} s "
+          f"({settings.engine.model}, {len(result.decode_seconds)} decodes)", file=sys.stderr)
     write(result.words, fmt, Path(args.output) if args.output else sys.stdout)
     return 0
+
+
+def _progress_bar(audio_seconds: float) -> "tqdm":
+    """A bar of audio seconds decoded, on stderr only when it is a terminal (logs and pipes stay clean).
+
+    It appears after a second (a run shorter than that never flickers one) and clears itself when
+    done, leaving the one summary line.
+    """
+    from tqdm import tqdm
+
+    return tqdm(total=round(audio_seconds, 1), unit="s", desc="transcribing", leave=False, delay=1.0,
+                disable=not sys.stderr.isatty(), file=sys.stderr,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s audio [{elapsed}<{remaining}]")
+
+
+class _ProgressEngine:
+    """Passes decodes through to the engine and moves the bar to the end of each decoded window."""
+
+    def __init__(self, engine: Engine, bar: "tqdm") -> None:
+        self.engine, self.bar = engine, bar
+        self.name = engine.name
+
+    def decode(self, request: DecodeRequest) -> Hypothesis:
+        hypothesis = self.engine.decode(request)
+        self._advance([request])
+        return hypothesis
+
+    def decode_batch(self, requests: Sequence[DecodeRequest]) -> list[Hypothesis]:
+        hypotheses = self.engine.decode_batch(requests)
+        self._advance(requests)
+        return hypotheses
+
+    def _advance(self, requests: Sequence[DecodeRequest]) -> None:
+        end = max(r.offset + r.audio.size / SAMPLE_RATE for r in requests)
+        if end > self.bar.n:
+            self.bar.update(min(end, self.bar.total) - self.bar.n)
 
 
 def _write_event(out: TextIO, event: TimedEvent) -> None:

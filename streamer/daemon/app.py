@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "source=monitor, alongside --mic")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override any configuration key, e.g. --set stream.min_chunk=0.5")
-    parser.set_defaults(func=run_cli, log_level=logging.INFO)
+    parser.set_defaults(func=run_cli)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:

@@ -12,12 +12,11 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from pathlib import Path
 from typing import AsyncIterator
 
 from aiohttp import WSMsgType, web
 
-from streamer import protocol
+from streamer import protocol, resources
 from streamer.config import ConfigError, Settings
 from streamer.daemon import http
 from streamer.daemon.host import SessionHost, session_keys
@@ -31,20 +30,6 @@ log = logging.getLogger(__name__)
 SHUTDOWN_TIMEOUT = 120.0
 PING_INTERVAL = 20.0
 CLOSE_TIMEOUT = 3.0
-
-
-def web_root() -> Path | None:
-    """Where the web client's files are: the installed ``streamer_clients/web`` or the repo's clients/web."""
-    from importlib import resources
-
-    try:
-        root = Path(str(resources.files("streamer_clients") / "web"))
-        if root.is_dir():
-            return root
-    except (ModuleNotFoundError, TypeError):
-        pass
-    fallback = Path(__file__).resolve().parents[2] / "clients" / "web"
-    return fallback if fallback.is_dir() else None
 
 
 class StreamerServer:
@@ -84,7 +69,7 @@ class StreamerServer:
         app.router.add_get("/metrics", http.metrics_handler(self.metrics, self._count_subscribers))
         for surface in self.surfaces:
             app.add_routes(surface.routes(self))
-        http.add_web_page(app, web_root())  # last: it answers every other GET path
+        http.add_web_page(app, resources.web_root())  # last: it answers every other GET path
         return app
 
     # ------------------------------------------------------------- lifecycle

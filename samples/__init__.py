@@ -1,0 +1,1 @@
+"""The bundled sample recording: a data package so the wheel ships it as ``streamer.samples``."""
