@@ -21,7 +21,8 @@ CAPTIONS_PATH = "/v1/captions"
 
 MIN_RATE, MAX_RATE = 8000, 48000
 TASKS = ("transcribe", "translate")
-START_FIELDS = ("sample_rate", "encoding", "channels", "language", "task")
+START_FIELDS = ("sample_rate", "encoding", "channels", "language", "task", "prompt", "vad_events")
+MAX_PROMPT_CHARS = 1000  # before the model's own token limit, which the daemon checks too
 
 # Encoding name -> (numpy dtype, bytes per sample). Little-endian raw PCM only.
 ENCODINGS: dict[str, tuple[str, int]] = {"pcm_s16le": ("<i2", 2), "pcm_f32le": ("<f4", 4)}
@@ -84,6 +85,8 @@ class StartParams:
     channels: int = 1
     language: str | None = None
     task: str = "transcribe"
+    prompt: str = ""          # names and terms to spell right: kept in every decode's context
+    vad_events: bool = False  # also send ``speech`` messages (speech started / stopped)
 
     @property
     def frame_bytes(self) -> int:
@@ -95,9 +98,14 @@ class StartParams:
         return self.sample_rate * self.frame_bytes
 
     def message(self) -> dict:
-        """The ``start`` message a client sends."""
-        return {"type": "start", "sample_rate": self.sample_rate, "encoding": self.encoding,
-                "channels": self.channels, "language": self.language, "task": self.task}
+        """The ``start`` message a client sends (optional fields only when set)."""
+        message = {"type": "start", "sample_rate": self.sample_rate, "encoding": self.encoding,
+                   "channels": self.channels, "language": self.language, "task": self.task}
+        if self.prompt:
+            message["prompt"] = self.prompt
+        if self.vad_events:
+            message["vad_events"] = True
+        return message
 
 
 def _as_int(name: str, value: Any) -> int:
@@ -123,6 +131,24 @@ def _language(value: Any) -> str | None:
     return value.strip().lower()
 
 
+def _as_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "false", "0", "no", ""):
+        return value.strip().lower() in ("true", "1", "yes")
+    raise StartError(f"{name} must be true or false, got {value!r}")
+
+
+def _prompt(value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise StartError(f"prompt must be a string of names and terms, got {value!r}")
+    if len(value) > MAX_PROMPT_CHARS:
+        raise StartError(f"prompt is {len(value)} characters; the limit is {MAX_PROMPT_CHARS}")
+    return value.strip()
+
+
 def parse_start(fields: Mapping[str, Any], defaults: StartParams | None = None) -> StartParams:
     """Validate start fields (from JSON or URL query strings) over ``defaults``."""
     base = defaults or StartParams()
@@ -139,7 +165,9 @@ def parse_start(fields: Mapping[str, Any], defaults: StartParams | None = None) 
     task = fields.get("task", base.task)
     if task not in TASKS:
         raise StartError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
-    return StartParams(rate, encoding, channels, language, task)
+    prompt = _prompt(fields.get("prompt", base.prompt))
+    vad_events = _as_bool("vad_events", fields.get("vad_events", base.vad_events))
+    return StartParams(rate, encoding, channels, language, task, prompt, vad_events)
 
 
 def start_query(query: Mapping[str, str]) -> dict[str, str]:
@@ -173,14 +201,25 @@ def word(w: Any) -> dict:
 
 
 def transcript(seq: int, committed: Iterable[Any], tentative: Iterable[Any], language: str | None,
-               audio_seconds: float, *, snapshot: bool = False) -> dict:
-    """``transcript``: newly committed words and the whole current tentative tail."""
+               audio_seconds: float, *, snapshot: bool = False, final: bool = False) -> dict:
+    """``transcript``: newly committed words and the whole current tentative tail.
+
+    ``final`` marks the update that completes an utterance (the speaker paused for the
+    daemon's end-of-utterance silence, or the stream stopped): no tentative word is left of it.
+    """
     message = {"type": "transcript", "seq": seq, "committed": [word(w) for w in committed],
                "tentative": [word(w) for w in tentative], "language": language,
                "audio_seconds": round(audio_seconds, 3)}
     if snapshot:
         message["snapshot"] = True
+    if final:
+        message["final"] = True
     return message
+
+
+def speech(state: str, at: float) -> dict:
+    """``speech`` (opt-in with ``"vad_events": true``): the VAD heard speech start or stop at audio time ``at``."""
+    return {"type": "speech", "state": state, "at": round(at, 3)}
 
 
 def end(session: str, text: str, audio_seconds: float) -> dict:

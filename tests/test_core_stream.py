@@ -526,3 +526,22 @@ def test_a_final_decode_that_hears_nothing_with_a_prompt_is_retried_without_it()
     assert [w.word for w in proc.committed_words] == [w.word for w in words]
     finals = engine.calls[-2:]
     assert finals[0].prompt and finals[1].prompt == "" and finals[0].offset == finals[1].offset
+
+
+def test_speech_boundaries_and_the_final_update_of_each_utterance():
+    """What adapters (Deepgram SpeechStarted/UtteranceEnd, OpenAI speech_started/completed) build on."""
+    words = timeline(4) + timeline(4, start=5.0, prefix="v")
+    engine = ScriptedEngine(timeline_script(words))
+    proc = StreamProcessor(StreamConfig(min_chunk=0.5, end_silence=0.5), ScriptedDetector([(1.0, 2.5), (5.0, 6.5)]))
+    events = feed_and_drain(proc, engine, noise(9.0))
+    boundaries = proc.take_boundaries()
+    assert [(b.kind, round(b.at, 1)) for b in boundaries] == [("started", 1.0), ("stopped", 2.5),
+                                                               ("started", 5.0), ("stopped", 6.5)]
+    assert proc.take_boundaries() == []
+    finals = [e for e in events if e.final]
+    assert len(finals) == 2 and finals[-1] is events[-1]
+    # everything of the first utterance is committed by its final update
+    first_final = events.index(finals[0])
+    committed_by_then = [w.word.strip(" .") for e in events[:first_final + 1] for w in e.committed]
+    assert [w for w in committed_by_then if w] == ["w0", "w1", "w2", "w3"]
+    assert finals[0].to_message()["final"] is True and "final" not in events[0].to_message()

@@ -47,8 +47,13 @@ def jfk(shared_data) -> np.ndarray:
 
 async def test_real_clip_transcript_and_stop_returns_every_word(tiny_engine, jfk):
     async with running_server(e2e_settings(), tiny_engine) as server:
-        result = await run_stream(server.url, s16(jfk), {"language": "en"}, frame=6400)
+        result = await run_stream(server.url, s16(jfk), {"language": "en", "vad_events": True}, frame=6400)
     assert result.close_code == 1000 and result.events[-1]["type"] == "end"
+    kinds = [e["type"] for e in result.events]
+    speech = result.of("speech")
+    assert speech[0]["state"] == "started" and speech[-1]["state"] == "stopped" and speech[-1]["at"] <= 11.0
+    assert kinds.index("speech") < kinds.index("transcript")  # the VAD heard speech before any word came
+    assert result.of("transcript")[-1].get("final") is True   # the last update completes the utterance
     got = words(result.text)
     assert words(result.events[-1]["text"]) == got
     for expected in ("ask", "not", "what", "your", "country", "can", "do", "for", "you"):

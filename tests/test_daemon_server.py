@@ -393,17 +393,30 @@ async def test_a_window_the_engine_rejects_fails_only_its_own_session():
     script = timeline_script(WORDS)
 
     def picky(request):
-        if request.language == "xx":
-            raise EngineError("unknown language 'xx'")
+        if "Zyzzogeton" in request.prompt:
+            raise EngineError("this window cannot be decoded")
         return script(request)
 
     async with running_server(settings(**{"server.max_batch": 4}), ScriptedEngine(picky)) as server:
         good, bad = await asyncio.gather(run_stream(server.url, pcm16(4.0), {}, pace=0.005),
-                                         run_stream(server.url, pcm16(4.0), {"language": "xx"}, pace=0.005))
+                                         run_stream(server.url, pcm16(4.0), {"prompt": "Zyzzogeton"}, pace=0.005))
         healthy = (await http_get(server.http_url + "/healthz"))[0]
     assert good.committed == expected(4.0) and good.close_code == 1000
-    assert bad.errors == ["internal_error"] and bad.close_code == 1011 and "unknown language" in bad.of("error")[0]["message"]
+    assert bad.errors == ["internal_error"] and bad.close_code == 1011
+    assert "cannot be decoded" in bad.of("error")[0]["message"]
     assert healthy == 200
+
+
+async def test_a_language_or_prompt_the_model_cannot_take_is_refused_at_start():
+    engine = ScriptedEngine(timeline_script(WORDS))
+    async with running_server(settings(), engine) as server:
+        unknown = await run_stream(server.url, b"", {"language": "xx"}, stop=False)
+        long = await run_stream(server.url, b"", {"prompt": "word " * 300}, stop=False)
+        ok = await run_stream(server.url, pcm16(1.0), {"language": "de", "prompt": "Zyzzogeton, Kaltenbrunner"})
+    assert unknown.errors == ["invalid_start"] and unknown.close_code == 1003
+    assert "'xx'" in unknown.of("error")[0]["message"] and "de, " in unknown.of("error")[0]["message"]
+    assert long.errors == ["invalid_start"] and "limit" in long.of("error")[0]["message"]
+    assert ok.close_code == 1000 and engine.calls[-1].prompt.startswith("Zyzzogeton, Kaltenbrunner")
 
 
 async def test_late_subscriber_gets_a_snapshot_then_every_later_word_once():

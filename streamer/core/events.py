@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from streamer import protocol
 from streamer.hypothesis import Word
@@ -22,7 +23,20 @@ class TranscriptEvent:
     tentative: tuple[Word, ...]
     language: str | None
     audio_seconds: float
+    final: bool = False  # the utterance ended and every word of it is committed
 
     def to_message(self) -> dict:
         """The protocol v1 ``transcript`` message."""
-        return protocol.transcript(self.seq, self.committed, self.tentative, self.language, self.audio_seconds)
+        return protocol.transcript(self.seq, self.committed, self.tentative, self.language, self.audio_seconds,
+                                   final=self.final)
+
+
+@dataclass(frozen=True)
+class SpeechBoundary:
+    """The VAD's view of the stream: speech ``started`` (at its first window) or ``stopped`` (at its end)."""
+
+    kind: Literal["started", "stopped"]
+    at: float  # seconds on the stream's audio timeline
+
+    def to_message(self) -> dict:
+        return protocol.speech(self.kind, self.at)

@@ -33,7 +33,7 @@ import numpy as np
 from streamer.config import StreamConfig
 from streamer.core.agreement import LocalAgreement, new_words_after
 from streamer.core.buffer import AudioBuffer, TimeMap
-from streamer.core.events import TranscriptEvent
+from streamer.core.events import SpeechBoundary, TranscriptEvent
 from streamer.core.gate import SpeechGate
 from streamer.core.guards import assess, drop_nonspeech
 from streamer.core.prompt import PromptBuilder
@@ -82,12 +82,13 @@ class StreamProcessor:
     """One stream's transcription state. See the module docstring for the policy."""
 
     def __init__(self, config: StreamConfig, detector: SpeechDetector | None = None, *,
-                 language: str | None = None, task: str | None = None) -> None:
+                 language: str | None = None, task: str | None = None, vocabulary: str = "") -> None:
         if config.use_vad and detector is None:
             raise ValueError("stream.use_vad needs a speech detector: pass streamer.vad.detector_for(config)")
         self.config = config
         self.language = language if language is not None else config.language
         self.task = task or config.task
+        self.vocabulary = vocabulary  # names and terms for every decode's context, never trimmed
         self._detector = detector if config.use_vad else None
         self._gate = (SpeechGate(config.vad_threshold, config.end_silence, config.speech_pad)
                       if self._detector is not None else None)
@@ -105,6 +106,8 @@ class StreamProcessor:
         self._seq = 0
         self._last_language: str | None = self.language
         self._last_tentative: tuple[Word, ...] = ()
+        self._boundaries: list[SpeechBoundary] = []
+        self._utterance_done = False  # an utterance was completed since the last event
         self.max_window_seconds = 0.0  # largest decode window requested (bench / tests)
 
     # ----------------------------------------------------------------- public API
@@ -196,7 +199,8 @@ class StreamProcessor:
                 self._append(self._open, self._position, self._pending)
             self._position += self._pending.size
             self._pending = np.zeros(0, dtype=np.float32)
-            self._gate.close()
+            if self._gate.close():
+                self._boundaries.append(SpeechBoundary("stopped", self._position / SAMPLE_RATE))
         if self._open is not None:
             self._close_open()
 
@@ -247,9 +251,15 @@ class StreamProcessor:
 
     # ----------------------------------------------------------------- gating
 
+    def take_boundaries(self) -> list[SpeechBoundary]:
+        """Speech starts and stops the VAD saw since the last call (for clients that asked for them)."""
+        out, self._boundaries = self._boundaries, []
+        return out
+
     def _on_window(self, samples: np.ndarray, prob: float) -> None:
         step = self._gate.push(self._position, samples, prob)
         if step.opened:
+            self._boundaries.append(SpeechBoundary("started", self._position / SAMPLE_RATE))
             self._ensure_open()
         if self._open is not None and self._gate.in_utterance:
             self._note_pause(self._open, samples.size)
@@ -257,6 +267,7 @@ class StreamProcessor:
             self._append(self._open, position, chunk)
         self._position += samples.size
         if step.closed:
+            self._boundaries.append(SpeechBoundary("stopped", self._gate.pause_start))
             self._close_open()
 
     def _ensure_open(self) -> _Utterance:
@@ -326,6 +337,8 @@ class StreamProcessor:
         prompt = self._prompt.build(self._committed, before=timemap.start)
         self._inflight = _InFlight(utterance, kind, timemap, pause_start, prompt)
         self.max_window_seconds = max(self.max_window_seconds, audio.size / SAMPLE_RATE)
+        if self.vocabulary:  # first in the context, so the engine's left trim takes rolling text first
+            prompt = f"{self.vocabulary} {prompt}".strip()
         return DecodeRequest(audio=audio, prompt=prompt, language=self.language, task=self.task,
                              offset=timemap.start)
 
@@ -430,6 +443,7 @@ class StreamProcessor:
             self._gate.forget_before(utterance.buffer.start - 1.0)
 
     def _retire(self, utterance: _Utterance) -> None:
+        self._utterance_done = True
         if self._closed and self._closed[0] is utterance:
             self._closed.popleft()
         self._agreement.reset_history()
@@ -437,14 +451,15 @@ class StreamProcessor:
             self._gate.forget_before(utterance.buffer.end)
 
     def poll(self) -> TranscriptEvent | None:
-        """Commits that wait for time, not for a decode: a held mark at the end, or after a long silence."""
-        if not self._held.pending or self._inflight is not None:
+        """Updates that wait for time, not for a decode: a held mark at the end or after a long
+        silence, and the end of an utterance that needed no final decode."""
+        if self._inflight is not None:
             return None
-        if self.done or self._silence_seconds() >= self.config.long_silence:
+        new: list[Word] = []
+        if self._held.pending and (self.done or self._silence_seconds() >= self.config.long_silence):
             new = self._held.release()
             self._committed += new
-            return self._event(new)
-        return None
+        return self._event(new) if new or self._utterance_done else None
 
     def _silence_seconds(self) -> float:
         """How long the stream has been without speech (0 without a VAD: it cannot tell)."""
@@ -454,12 +469,13 @@ class StreamProcessor:
 
     def _event(self, new: list[Word]) -> TranscriptEvent | None:
         tentative = tuple(self._held.tentative + self._agreement.tentative)
-        if not new and tentative == self._last_tentative:
+        final, self._utterance_done = self._utterance_done, False
+        if not new and not final and tentative == self._last_tentative:
             return None
         self._last_tentative = tentative
         self._seq += 1
         return TranscriptEvent(seq=self._seq, committed=tuple(new), tentative=tentative,
-                               language=self._last_language, audio_seconds=self.audio_seconds)
+                               language=self._last_language, audio_seconds=self.audio_seconds, final=final)
 
 
 def _validated(samples: np.ndarray) -> np.ndarray:

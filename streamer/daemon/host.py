@@ -22,7 +22,7 @@ from streamer.daemon.outbox import Subscriber, put_all
 from streamer.daemon.scheduler import LoopMonitor, Scheduler
 from streamer.daemon.session import Session
 from streamer.hypothesis import Engine
-from streamer.protocol import Close, CloseCode, Outgoing, SessionState, StartParams
+from streamer.protocol import Close, CloseCode, Outgoing, SessionState, StartError, StartParams
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,20 @@ class SessionHost:
     def new_session(self, defaults: StartParams, *, autostart: bool = False, prefix: str = "") -> Session:
         """A session bound to this host's model and stream settings (not yet registered)."""
         return Session(prefix + uuid.uuid4().hex[:12], self.settings.stream, model=self.engine.name,
-                       max_frame_bytes=self.settings.server.max_frame_bytes, defaults=defaults, autostart=autostart)
+                       max_frame_bytes=self.settings.server.max_frame_bytes, defaults=defaults, autostart=autostart,
+                       check_start=self.check_start)
+
+    def check_start(self, params: StartParams) -> None:
+        """What the loaded model cannot do is refused at start, with the limit named."""
+        known = getattr(self.engine, "languages", ())
+        if params.language and known and params.language not in known:
+            raise StartError(f"language {params.language!r} is not one this model ({self.engine.name}) knows; "
+                             f"use one of {', '.join(known)} or null to detect")
+        limit = getattr(self.engine, "max_prompt_tokens", None)
+        if params.prompt and limit is not None:
+            count = self.engine.prompt_tokens(params.prompt)
+            if count > limit:
+                raise StartError(f"prompt is {count} tokens; this model's limit is {limit}")
 
     def default_params(self) -> StartParams:
         return StartParams(language=self.settings.stream.language, task=self.settings.stream.task)
@@ -173,7 +186,7 @@ class SessionHost:
         """16 kHz mono float32 from a local capture."""
         if session.state is SessionState.STARTED:
             before = session.audio_seconds
-            await self.scheduler.call(session.feed, samples)
+            self.deliver(session.id, await self.scheduler.call(session.feed, samples))
             self.metrics.audio_seconds.inc(max(0.0, session.audio_seconds - before))
             self.scheduler.wake()
 

@@ -24,15 +24,16 @@ from streamer.protocol import Close, CloseCode, Outgoing, SessionState, StartErr
 log = logging.getLogger(__name__)
 
 
-def processor_factory(config: StreamConfig, language: str | None, task: str) -> Any:
-    """The real stream core with its own detector (imported late: silero loads torch)."""
+def stream_core(config: StreamConfig, params: StartParams) -> Any:
+    """The stream core with its own detector (imported late: silero loads torch)."""
     from streamer.core.stream import StreamProcessor
     from streamer.vad import detector_for
 
-    return StreamProcessor(config, detector_for(config), language=language, task=task)
+    return StreamProcessor(config, detector_for(config), language=params.language, task=params.task,
+                           vocabulary=params.prompt)
 
 
-ProcessorFactory = Callable[[StreamConfig, "str | None", str], Any]
+StartCheck = Callable[[StartParams], None]  # raises StartError for what this daemon's model cannot do
 
 
 class Session:
@@ -52,7 +53,7 @@ class Session:
         max_frame_bytes: int = 1 << 20,
         defaults: StartParams | None = None,
         autostart: bool = False,
-        make_processor: ProcessorFactory = processor_factory,
+        check_start: StartCheck | None = None,
     ) -> None:
         self.id = session_id
         self.config = config
@@ -60,7 +61,7 @@ class Session:
         self.max_frame_bytes = max_frame_bytes
         self.defaults = defaults or StartParams(language=config.language, task=config.task)
         self.autostart = autostart
-        self._make_processor = make_processor
+        self._check_start = check_start
         self.state = SessionState.NEW
         self.params: StartParams | None = None
         self.processor: Any = None
@@ -94,12 +95,14 @@ class Session:
                                "ignored (open a new connection for a new stream)")
         try:
             params = protocol.parse_start(fields, self.defaults)
+            if self._check_start is not None:
+                self._check_start(params)
         except StartError as exc:
             return self._error("invalid_start", str(exc), Close(CloseCode.UNSUPPORTED, "invalid start"))
         self.params = params
         self._pcm = PcmDecoder(params.encoding, params.channels)
         self._resampler = StreamResampler(params.sample_rate, params.channels)
-        self.processor = self._make_processor(self.config, params.language, params.task)
+        self.processor = stream_core(self.config, params)
         self.state = SessionState.STARTED
         log.info("session %s started: %d Hz %s x%d language=%s task=%s", self.id, params.sample_rate,
                  params.encoding, params.channels, params.language, params.task)
@@ -126,14 +129,20 @@ class Session:
             self._warned_nonfinite = True
             out += self._error("invalid_audio", "pcm_f32le audio contains NaN or infinite samples; they were "
                                "replaced by silence (this is reported once per session)")
-        if samples.size:
-            self.feed(self._resampler.process(samples))
-        return out
+        return out + self.feed(self._resampler.process(samples))
 
-    def feed(self, samples: np.ndarray) -> None:
-        """16 kHz mono float32 into the stream core (local capture calls this directly)."""
+    def feed(self, samples: np.ndarray) -> list[Outgoing]:
+        """16 kHz mono float32 into the stream core (local capture calls this directly).
+
+        Returns the ``speech`` messages the VAD produced, for clients that asked for them.
+        """
         if samples.size:
             self.processor.feed(samples)
+        return self._boundaries()
+
+    def _boundaries(self) -> list[Outgoing]:
+        boundaries = self.processor.take_boundaries()
+        return [b.to_message() for b in boundaries] if self.params.vad_events else []
 
     def stop(self) -> list[Outgoing]:
         """Client asked to stop: decode everything left; :meth:`complete` sends ``end`` when done."""
@@ -146,9 +155,9 @@ class Session:
         dropped = self._pcm.flush()
         if dropped:
             log.info("session %s: dropping %d trailing bytes (not a whole sample)", self.id, dropped)
-        self.feed(self._resampler.flush())
+        out = self.feed(self._resampler.flush())
         self.processor.finish()
-        return self.poll() + self._maybe_end()
+        return out + self._boundaries() + self.poll() + self._maybe_end()
 
     def _maybe_end(self) -> list[Outgoing]:
         if self.state is SessionState.STOPPING and self.processor.done:
