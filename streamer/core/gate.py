@@ -65,6 +65,19 @@ class SpeechGate:
             self._pause(position, samples, step)
         return step
 
+    def open_at(self, start: int) -> None:
+        """Open an utterance whose speech began at stream sample ``start``, before now.
+
+        For speech the detector missed but a probe decode found: the caller already holds that
+        audio, so nothing held here is appended.
+        """
+        self.in_utterance = True
+        self.speech_samples = self._position - start
+        self._silence = 0
+        self._tail_kept = 0
+        self._take_held()
+        self._regions.append([start, -1])
+
     def close(self) -> bool:
         """End the open utterance (end of stream); True if one was open."""
         was_open = self.in_utterance

@@ -24,7 +24,6 @@ Policy, in order of the audio's path:
 from __future__ import annotations
 
 import logging
-from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
@@ -32,18 +31,18 @@ import numpy as np
 
 from streamer.config import StreamConfig
 from streamer.core.agreement import LocalAgreement, new_words_after
-from streamer.core.buffer import AudioBuffer, TimeMap
+from streamer.core.buffer import TimeMap
 from streamer.core.events import SpeechBoundary, TranscriptEvent
-from streamer.core.gate import SpeechGate
 from streamer.core.guards import assess, drop_nonspeech
 from streamer.core.prompt import PromptBuilder
+from streamer.core.probe import convincing
 from streamer.core.punctuation import HeldPunctuation
+from streamer.core.segmenter import Segmenter, Utterance
 from streamer.hypothesis import SAMPLE_RATE, DecodeRequest, Engine, Hypothesis, Word
 from streamer.vad import SpeechDetector
 
 log = logging.getLogger(__name__)
 
-MIN_SPEECH = 0.2        # s of VAD speech below which an utterance is a blip: discarded, never decoded
 BEYOND_END = 0.2        # s: words starting this far past the window's audio are invented
 NONSPEECH_TOLERANCE = 0.1  # s: Whisper's word times are this loose; a word farther from speech is invented
 PAUSE_START_SLACK = 0.05  # s: a word must start this much before the pause to be committed by it
@@ -52,26 +51,12 @@ KEEP_AFTER_TRIM = 0.5   # a trim keeps about this fraction of trim_to (committed
 SENTENCE_LOOKBACK = 3.0  # s: a sentence end this far before the ideal cut is preferred to it
 SENTENCE_END = (".", "?", "!", "。", "？", "！")
 MAX_WORD_SECONDS = 0.5  # plus 0.15 s per character: Whisper stretches a window's last word to its end
-Kind = Literal["update", "final", "forced", "pause"]
-
-
-@dataclass
-class _Utterance:
-    """One VAD utterance: its buffer and decode bookkeeping."""
-
-    buffer: AudioBuffer
-    decoded_until: float          # stream time up to which its audio has been decoded
-    new_samples: int = 0          # appended since the last request
-    closed: bool = False
-    speech_samples: int = 0
-    pause_at: float | None = None  # start of a pause (stream time) not yet used by a pause decode
-    heard_speech: bool = False     # speech since the last pause decode was requested
-    settled: bool = False          # a pause decode committed everything and no speech came since
+Kind = Literal["update", "final", "forced", "pause", "probe"]
 
 
 @dataclass
 class _InFlight:
-    utterance: _Utterance
+    utterance: Utterance
     kind: Kind
     timemap: TimeMap
     pause_start: float = 0.0
@@ -89,24 +74,16 @@ class StreamProcessor:
         self.language = language if language is not None else config.language
         self.task = task or config.task
         self.vocabulary = vocabulary  # names and terms for every decode's context, never trimmed
-        self._detector = detector if config.use_vad else None
-        self._gate = (SpeechGate(config.vad_threshold, config.end_silence, config.speech_pad)
-                      if self._detector is not None else None)
+        self._audio = Segmenter(config, detector, busy=self._decoding, on_settled=self._retire)
         self._agreement = LocalAgreement(config.agreement_n)
         self._held = HeldPunctuation()
         self._committed: list[Word] = []                # what clients got: words and decided marks
         self._prompt = PromptBuilder(config.prompt_chars)
-        self._pending = np.zeros(0, dtype=np.float32)   # tail shorter than one VAD window
-        self._received = 0                              # samples fed
-        self._position = 0                              # samples passed through the gate
-        self._open: _Utterance | None = None
-        self._closed: deque[_Utterance] = deque()
         self._inflight: _InFlight | None = None
         self._finished = False
         self._seq = 0
         self._last_language: str | None = self.language
         self._last_tentative: tuple[Word, ...] = ()
-        self._boundaries: list[SpeechBoundary] = []
         self._utterance_done = False  # an utterance was completed since the last event
         self.max_window_seconds = 0.0  # largest decode window requested (bench / tests)
 
@@ -116,34 +93,17 @@ class StreamProcessor:
         """Add 16 kHz mono float32 audio (any length)."""
         if self._finished:
             raise RuntimeError("feed() after finish()")
-        samples = _validated(samples)
-        self._received += samples.size
-        if self._gate is None:
-            self._append(self._ensure_open(), self._position, samples)
-            self._position += samples.size
-            return
-        pending = np.concatenate([self._pending, samples]) if self._pending.size else samples
-        window = self._detector.window
-        whole = pending.size - pending.size % window
-        if whole:
-            probs = self._detector.probabilities(pending[:whole])
-            for i, prob in enumerate(probs):
-                self._on_window(pending[i * window:(i + 1) * window], float(prob))
-        self._pending = pending[whole:].copy()
+        self._audio.feed(_validated(samples))
 
     def next_request(self) -> DecodeRequest | None:
         """The decode that is due now, if any (at most one in flight)."""
         if self._inflight is not None:
             return None
-        while True:
-            utterance = self._closed[0] if self._closed else self._open
-            if utterance is None:
-                return None
-            if utterance.closed and len(utterance.buffer) == 0:
-                self._closed.popleft()
-                continue
-            kind = self._due(utterance)
-            return self._request(utterance, kind) if kind else None
+        utterance = self._audio.current()
+        if utterance is None and self._audio.probe_due():
+            return self._request(self._audio.probe_utterance(), "probe")
+        kind = self._due(utterance) if utterance is not None else None
+        return self._request(utterance, kind) if kind else None
 
     def complete(self, hypothesis: Hypothesis) -> TranscriptEvent | None:
         """Apply the result of the in-flight request; an event if the transcript changed."""
@@ -152,6 +112,8 @@ class StreamProcessor:
             raise RuntimeError("complete() without a request in flight (call next_request() first)")
         self._inflight = None
         verdict = assess(hypothesis, self.config)
+        if inflight.kind == "probe":
+            return self._probe_result(inflight, hypothesis, verdict)
         if verdict.rejected:
             log.debug("hypothesis rejected (%s): %r", ",".join(verdict.reasons), hypothesis.text)
         words = self._stream_words(verdict.words, inflight.timemap)
@@ -180,6 +142,18 @@ class StreamProcessor:
             self._last_language = hypothesis.language
         return self._event(new)
 
+    def _probe_result(self, inflight: _InFlight, hypothesis: Hypothesis, verdict) -> TranscriptEvent | None:
+        """Speech the VAD missed is adopted as an utterance; its words start the agreement."""
+        if verdict.rejected or verdict.suspect or not convincing(hypothesis):
+            log.debug("probe rejected: %r", hypothesis.text)
+            self._audio.reject_probe()
+            return None
+        log.info("a probe heard speech the VAD missed at %.1f s: %r", inflight.timemap.start, hypothesis.text)
+        self._audio.adopt_probe(inflight.utterance)
+        self._agreement.insert(self._stream_words(verdict.words, inflight.timemap))
+        inflight.utterance.decoded_until = inflight.timemap.end
+        return self._event([])
+
     def cancel(self) -> None:
         """Forget the in-flight request (the engine failed); it will be asked for again."""
         if self._inflight is not None:
@@ -191,23 +165,14 @@ class StreamProcessor:
 
     def finish(self) -> None:
         """No more audio: the remaining speech is queued for final decodes."""
-        if self._finished:
-            return
-        self._finished = True
-        if self._gate is not None:
-            if self._gate.in_utterance and self._open is not None and self._pending.size:
-                self._append(self._open, self._position, self._pending)
-            self._position += self._pending.size
-            self._pending = np.zeros(0, dtype=np.float32)
-            if self._gate.close():
-                self._boundaries.append(SpeechBoundary("stopped", self._position / SAMPLE_RATE))
-        if self._open is not None:
-            self._close_open()
+        if not self._finished:
+            self._finished = True
+            self._audio.finish()
 
     @property
     def done(self) -> bool:
         """Finished, and every word is committed."""
-        return self._finished and self._inflight is None and self._open is None and not self._closed
+        return self._finished and self._inflight is None and self._audio.current() is None
 
     @property
     def finished(self) -> bool:
@@ -220,15 +185,12 @@ class StreamProcessor:
     @property
     def audio_seconds(self) -> float:
         """Seconds of audio received."""
-        return self._received / SAMPLE_RATE
+        return self._audio.received / SAMPLE_RATE
 
     @property
     def decoded_seconds(self) -> float:
         """Stream time up to which all audio has been dealt with (decoded, or skipped as non-speech)."""
-        utterance = self._closed[0] if self._closed else self._open
-        if utterance is None:
-            return self._position / SAMPLE_RATE
-        return min(max(utterance.decoded_until, utterance.buffer.start), self._position / SAMPLE_RATE)
+        return self._audio.decoded_seconds
 
     @property
     def committed_words(self) -> list[Word]:
@@ -246,88 +208,30 @@ class StreamProcessor:
     @property
     def buffer_seconds(self) -> float:
         """Audio held for decoding now (open and closed utterances)."""
-        held = sum(u.buffer.seconds for u in self._closed)
-        return held + (self._open.buffer.seconds if self._open else 0.0)
-
-    # ----------------------------------------------------------------- gating
+        return self._audio.buffer_seconds
 
     def take_boundaries(self) -> list[SpeechBoundary]:
         """Speech starts and stops the VAD saw since the last call (for clients that asked for them)."""
-        out, self._boundaries = self._boundaries, []
-        return out
+        return self._audio.take_boundaries()
 
-    def _on_window(self, samples: np.ndarray, prob: float) -> None:
-        step = self._gate.push(self._position, samples, prob)
-        if step.opened:
-            self._boundaries.append(SpeechBoundary("started", self._position / SAMPLE_RATE))
-            self._ensure_open()
-        if self._open is not None and self._gate.in_utterance:
-            self._note_pause(self._open, samples.size)
-        for position, chunk in step.append:
-            self._append(self._open, position, chunk)
-        self._position += samples.size
-        if step.closed:
-            self._boundaries.append(SpeechBoundary("stopped", self._gate.pause_start))
-            self._close_open()
-
-    def _ensure_open(self) -> _Utterance:
-        if self._open is None:
-            self._open = _Utterance(AudioBuffer(), decoded_until=self._position / SAMPLE_RATE)
-        return self._open
-
-    def _append(self, utterance: _Utterance, position: int, samples: np.ndarray) -> None:
-        if len(utterance.buffer) == 0:
-            utterance.decoded_until = position / SAMPLE_RATE
-        utterance.buffer.append(samples, position)
-        utterance.new_samples += samples.size
-
-    def _close_open(self) -> None:
-        utterance, self._open = self._open, None
-        utterance.closed = True
-        if self._gate is not None:
-            utterance.speech_samples = self._gate.speech_samples
-            blip = utterance.speech_samples < MIN_SPEECH * SAMPLE_RATE
-            in_flight = self._inflight is not None and self._inflight.utterance is utterance
-            if blip and not in_flight:
-                log.debug("discarding a %.2f s VAD blip", utterance.speech_samples / SAMPLE_RATE)
-                return
-            if utterance.settled and not in_flight:
-                self._retire(utterance)  # the pause decode already committed all of it
-                return
-        self._closed.append(utterance)
+    def _decoding(self, utterance: Utterance) -> bool:
+        return self._inflight is not None and self._inflight.utterance is utterance
 
     # ----------------------------------------------------------------- scheduling
 
-    def _due(self, utterance: _Utterance) -> Kind | None:
+    def _due(self, utterance: Utterance) -> Kind | None:
         over_cap = utterance.buffer.seconds > self.config.max_buffer
         if utterance.closed:
             return "forced" if over_cap else "final"
         if over_cap:
             return "forced"
-        if self._pause_due(utterance):
+        if self._audio.pause_due(utterance):
             return "pause"
         if utterance.new_samples >= self.config.min_chunk * SAMPLE_RATE:
             return "update"
         return None
 
-    def _note_pause(self, utterance: _Utterance, window: int) -> None:
-        """Track speech and pauses of the open utterance for pause decodes."""
-        pause = self._gate.pause_samples
-        if pause == 0:
-            utterance.heard_speech = True
-            utterance.settled = False
-            return
-        threshold = self.config.pause_commit * SAMPLE_RATE
-        if threshold > 0 and threshold <= pause < threshold + window:  # the pause just got long enough
-            utterance.pause_at = self._gate.pause_start
-
-    def _pause_due(self, utterance: _Utterance) -> bool:
-        """A pause was seen: decode now (or as soon as the engine is free, even if speech resumed)
-        so that the words before it are committed without waiting for agreement."""
-        return (utterance.pause_at is not None and utterance is self._open and utterance.new_samples > 0
-                and self._gate is not None and self._gate.speech_samples >= MIN_SPEECH * SAMPLE_RATE)
-
-    def _request(self, utterance: _Utterance, kind: Kind) -> DecodeRequest:
+    def _request(self, utterance: Utterance, kind: Kind) -> DecodeRequest:
         audio, timemap = utterance.buffer.window(self.config.max_buffer)
         utterance.new_samples = 0
         pause_start = 0.0
@@ -355,9 +259,8 @@ class StreamProcessor:
             longest = MAX_WORD_SECONDS + 0.15 * len(w.word.strip())
             end = max(timemap.to_stream(min(w.end, length, w.start + longest)), start)
             out.append(Word(w.word, round(start, 3), round(end, 3), w.probability))
-        if self._gate is not None:
-            out = drop_nonspeech(out, self._gate.speech_regions(), NONSPEECH_TOLERANCE)
-        return out
+        regions = self._audio.speech_regions()
+        return out if regions is None else drop_nonspeech(out, regions, NONSPEECH_TOLERANCE)
 
     def _apply(self, inflight: _InFlight, words: list[Word], rejected: bool) -> list[Word]:
         kind, utterance, timemap = inflight.kind, inflight.utterance, inflight.timemap
@@ -392,7 +295,7 @@ class StreamProcessor:
         self._trim(utterance)
         return new
 
-    def _forced(self, utterance: _Utterance, words: list[Word], timemap: TimeMap) -> list[Word]:
+    def _forced(self, utterance: Utterance, words: list[Word], timemap: TimeMap) -> list[Word]:
         """The buffer hit its cap: commit the words of the window's first part and cut there."""
         cut = timemap.to_stream(self.config.max_buffer - self.config.trim_to)
         new = self._agreement.commit_until(words, cut)
@@ -404,10 +307,10 @@ class StreamProcessor:
                   self.config.max_buffer, len(new), trim_at)
         utterance.buffer.trim_before(trim_at)
         utterance.new_samples = len(utterance.buffer)
-        self._forget_regions(utterance)
+        self._audio.forget_regions_before_buffer(utterance)
         return new
 
-    def _trim(self, utterance: _Utterance) -> None:
+    def _trim(self, utterance: Utterance) -> None:
         """Past ``trim_to`` seconds, cut at a committed word boundary, keeping about half of that.
 
         Some already-committed audio stays as context: a window that starts right at the
@@ -435,20 +338,12 @@ class StreamProcessor:
         if following is not None and following.start > trim_at:
             trim_at = (trim_at + following.start) / 2
         buffer.trim_before(trim_at)
-        self._forget_regions(utterance)
+        self._audio.forget_regions_before_buffer(utterance)
 
-    def _forget_regions(self, utterance: _Utterance) -> None:
-        """VAD spans before the buffer are no longer needed: keeps an hour-long utterance flat."""
-        if self._gate is not None and not self._closed:
-            self._gate.forget_before(utterance.buffer.start - 1.0)
-
-    def _retire(self, utterance: _Utterance) -> None:
+    def _retire(self, utterance: Utterance) -> None:
         self._utterance_done = True
-        if self._closed and self._closed[0] is utterance:
-            self._closed.popleft()
         self._agreement.reset_history()
-        if self._gate is not None:
-            self._gate.forget_before(utterance.buffer.end)
+        self._audio.retire(utterance)
 
     def poll(self) -> TranscriptEvent | None:
         """Updates that wait for time, not for a decode: a held mark at the end or after a long
@@ -456,16 +351,10 @@ class StreamProcessor:
         if self._inflight is not None:
             return None
         new: list[Word] = []
-        if self._held.pending and (self.done or self._silence_seconds() >= self.config.long_silence):
+        if self._held.pending and (self.done or self._audio.silence_seconds() >= self.config.long_silence):
             new = self._held.release()
             self._committed += new
         return self._event(new) if new or self._utterance_done else None
-
-    def _silence_seconds(self) -> float:
-        """How long the stream has been without speech (0 without a VAD: it cannot tell)."""
-        if self._gate is None or self._gate.in_utterance or self._open is not None or self._closed:
-            return 0.0
-        return self._position / SAMPLE_RATE - self._gate.pause_start
 
     def _event(self, new: list[Word]) -> TranscriptEvent | None:
         tentative = tuple(self._held.tentative + self._agreement.tentative)

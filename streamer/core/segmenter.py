@@ -1,0 +1,236 @@
+"""The audio side of the stream core: samples in, utterances (buffers to decode) out.
+
+VAD gating (:mod:`streamer.core.gate`) decides which audio enters an utterance buffer and
+when an utterance ends; this module keeps those buffers, the stream's audio timeline, the
+speech starts and stops clients may ask for, and the pause bookkeeping that makes a pause
+decode due. It knows nothing of hypotheses: :class:`~streamer.core.stream.StreamProcessor`
+asks it what to decode and tells it what was decoded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from streamer.config import StreamConfig
+from streamer.core.buffer import AudioBuffer
+from streamer.core.events import SpeechBoundary
+from streamer.core.gate import SpeechGate
+from streamer.core.probe import Probe, energetic
+from streamer.hypothesis import SAMPLE_RATE
+from streamer.vad import SpeechDetector
+
+log = logging.getLogger(__name__)
+
+MIN_SPEECH = 0.2  # s of VAD speech below which an utterance is a blip: discarded, never decoded
+
+
+@dataclass
+class Utterance:
+    """One VAD utterance: its buffer and decode bookkeeping."""
+
+    buffer: AudioBuffer
+    decoded_until: float          # stream time up to which its audio has been decoded
+    new_samples: int = 0          # appended since the last request
+    closed: bool = False
+    speech_samples: int = 0
+    pause_at: float | None = None  # start of a pause (stream time) not yet used by a pause decode
+    heard_speech: bool = False     # speech since the last pause decode was requested
+    settled: bool = False          # a pause decode committed everything and no speech came since
+
+
+class Segmenter:
+    """Feeds audio through the VAD gate into utterances (see the module docstring).
+
+    ``busy(utterance)`` tells whether a decode of it is in flight (a closing blip or settled
+    utterance is then kept); ``on_settled(utterance)`` is called for one that closes needing
+    no final decode.
+    """
+
+    def __init__(self, config: StreamConfig, detector: SpeechDetector | None,
+                 busy: Callable[[Utterance], bool], on_settled: Callable[[Utterance], None]) -> None:
+        self.config = config
+        self._detector = detector if config.use_vad else None
+        self.gate = (SpeechGate(config.vad_threshold, config.end_silence, config.speech_pad)
+                     if self._detector is not None else None)
+        self._busy, self._on_settled = busy, on_settled
+        self._pending = np.zeros(0, dtype=np.float32)  # tail shorter than one VAD window
+        self.received = 0                              # samples fed
+        self.position = 0                              # samples passed through the gate
+        self._finished = False
+        self.open: Utterance | None = None
+        self.closed: deque[Utterance] = deque()
+        self._boundaries: list[SpeechBoundary] = []
+        self.probe = Probe()
+
+    # ----------------------------------------------------------------- audio in
+    def feed(self, samples: np.ndarray) -> None:
+        """Validated 16 kHz mono float32, any length."""
+        self.received += samples.size
+        if self.gate is None:
+            self._append(self._ensure_open(), self.position, samples)
+            self.position += samples.size
+            return
+        pending = np.concatenate([self._pending, samples]) if self._pending.size else samples
+        window = self._detector.window
+        whole = pending.size - pending.size % window
+        if whole:
+            probs = self._detector.probabilities(pending[:whole])
+            for i, prob in enumerate(probs):
+                self._on_window(pending[i * window:(i + 1) * window], float(prob))
+        self._pending = pending[whole:].copy()
+
+    def finish(self) -> None:
+        """End of stream: the tail joins the open utterance, which closes."""
+        self._finished = True
+        if self.gate is not None:
+            if self.gate.in_utterance and self.open is not None and self._pending.size:
+                self._append(self.open, self.position, self._pending)
+            self.position += self._pending.size
+            self._pending = np.zeros(0, dtype=np.float32)
+            if self.gate.close():
+                self._boundaries.append(SpeechBoundary("stopped", self.position / SAMPLE_RATE))
+        if self.open is not None:
+            self._close_open()
+
+    # ----------------------------------------------------------------- what to decode
+    def current(self) -> Utterance | None:
+        """The oldest utterance with audio to decode (closed ones first), dropping empty closed ones."""
+        while self.closed and len(self.closed[0].buffer) == 0:
+            self.closed.popleft()
+        return self.closed[0] if self.closed else self.open
+
+    def pause_due(self, utterance: Utterance) -> bool:
+        """A pause was seen: decode now (or as soon as the engine is free, even if speech resumed)
+        so that the words before it are committed without waiting for agreement."""
+        return (utterance.pause_at is not None and utterance is self.open and utterance.new_samples > 0
+                and self.gate is not None and self.gate.speech_samples >= MIN_SPEECH * SAMPLE_RATE)
+
+    def probe_due(self) -> bool:
+        """Sound the VAD keeps calling non-speech has gone on long enough to be checked by a decode."""
+        return (self.gate is not None and not self.gate.in_utterance and self.open is None and not self.closed
+                and not self._finished and self.probe.due)
+
+    def probe_utterance(self) -> Utterance:
+        """The recent audio, as an utterance that is not yet part of the stream."""
+        buffer = self.probe.audio()
+        return Utterance(buffer, decoded_until=buffer.start, new_samples=len(buffer))
+
+    def adopt_probe(self, utterance: Utterance) -> None:
+        """The probe heard speech: its audio (and what arrived since) becomes the open utterance."""
+        start = int(round(utterance.buffer.start * SAMPLE_RATE))
+        for position, samples in self.probe.recent_after(int(round(utterance.buffer.end * SAMPLE_RATE))):
+            utterance.buffer.append(samples, position)
+        self.probe.accepted()
+        self.gate.open_at(start)
+        self.open = utterance
+        self._boundaries.append(SpeechBoundary("started", start / SAMPLE_RATE))
+
+    def reject_probe(self) -> None:
+        self.probe.rejected()
+
+    def retire(self, utterance: Utterance) -> None:
+        """Every word of a closed utterance is committed: forget it and its speech spans."""
+        if self.closed and self.closed[0] is utterance:
+            self.closed.popleft()
+        if self.gate is not None:
+            self.gate.forget_before(utterance.buffer.end)
+
+    def forget_regions_before_buffer(self, utterance: Utterance) -> None:
+        """VAD spans before the buffer are no longer needed: keeps an hour-long utterance flat."""
+        if self.gate is not None and not self.closed:
+            self.gate.forget_before(utterance.buffer.start - 1.0)
+
+    def speech_regions(self) -> list[tuple[float, float]] | None:
+        """Speech spans on the stream timeline (None without a VAD: everything counts as speech)."""
+        return self.gate.speech_regions() if self.gate is not None else None
+
+    def take_boundaries(self) -> list[SpeechBoundary]:
+        out, self._boundaries = self._boundaries, []
+        return out
+
+    # ----------------------------------------------------------------- time
+    @property
+    def decoded_seconds(self) -> float:
+        """Stream time up to which all audio has been dealt with (decoded, or skipped as non-speech)."""
+        utterance = self.closed[0] if self.closed else self.open
+        if utterance is None:
+            return self.position / SAMPLE_RATE
+        return min(max(utterance.decoded_until, utterance.buffer.start), self.position / SAMPLE_RATE)
+
+    def silence_seconds(self) -> float:
+        """How long the stream has been without speech (0 without a VAD: it cannot tell)."""
+        if self.gate is None or self.gate.in_utterance or self.open is not None or self.closed:
+            return 0.0
+        return self.position / SAMPLE_RATE - self.gate.pause_start
+
+    @property
+    def buffer_seconds(self) -> float:
+        """Audio held for decoding now (open and closed utterances)."""
+        held = sum(u.buffer.seconds for u in self.closed)
+        return held + (self.open.buffer.seconds if self.open else 0.0)
+
+    # ----------------------------------------------------------------- gating
+    def _on_window(self, samples: np.ndarray, prob: float) -> None:
+        if self.probe.forcing:  # a probe found speech the VAD misses: loud windows are speech
+            if energetic(samples):
+                prob = 1.0
+            else:
+                self.probe.forcing = False
+        step = self.gate.push(self.position, samples, prob)
+        if self.gate.in_utterance or step.closed:
+            self.probe.speech()
+        else:
+            self.probe.non_speech(self.position, samples)
+        if step.opened:
+            self._boundaries.append(SpeechBoundary("started", self.position / SAMPLE_RATE))
+            self._ensure_open()
+        if self.open is not None and self.gate.in_utterance:
+            self._note_pause(self.open, samples.size)
+        for position, chunk in step.append:
+            self._append(self.open, position, chunk)
+        self.position += samples.size
+        if step.closed:
+            self._boundaries.append(SpeechBoundary("stopped", self.gate.pause_start))
+            self._close_open()
+
+    def _note_pause(self, utterance: Utterance, window: int) -> None:
+        """Track speech and pauses of the open utterance for pause decodes."""
+        pause = self.gate.pause_samples
+        if pause == 0:
+            utterance.heard_speech = True
+            utterance.settled = False
+            return
+        threshold = self.config.pause_commit * SAMPLE_RATE
+        if threshold > 0 and threshold <= pause < threshold + window:  # the pause just got long enough
+            utterance.pause_at = self.gate.pause_start
+
+    def _ensure_open(self) -> Utterance:
+        if self.open is None:
+            self.open = Utterance(AudioBuffer(), decoded_until=self.position / SAMPLE_RATE)
+        return self.open
+
+    def _append(self, utterance: Utterance, position: int, samples: np.ndarray) -> None:
+        if len(utterance.buffer) == 0:
+            utterance.decoded_until = position / SAMPLE_RATE
+        utterance.buffer.append(samples, position)
+        utterance.new_samples += samples.size
+
+    def _close_open(self) -> None:
+        utterance, self.open = self.open, None
+        utterance.closed = True
+        if self.gate is not None:
+            utterance.speech_samples = self.gate.speech_samples
+            blip = utterance.speech_samples < MIN_SPEECH * SAMPLE_RATE
+            busy = self._busy(utterance)
+            if blip and not busy:
+                log.debug("discarding a %.2f s VAD blip", utterance.speech_samples / SAMPLE_RATE)
+                return
+            if utterance.settled and not busy:
+                self._on_settled(utterance)  # the pause decode already committed all of it
+                return
+        self.closed.append(utterance)
