@@ -204,3 +204,30 @@ def test_split_words_keeps_multi_token_characters_whole(en, multi):
     assert _check_split(multi, "鑫龘", "zh") == ["鑫", "龘"]  # three and two tokens
     assert _check_split(multi, "a\ufffdb", "zh") == ["a", "\ufffd", "b"]  # a real U+FFFD is a character
 
+
+
+TEXTS = {
+    "ja": "客観的実在の知識は、真っ昼間なのにキャンプの外れの電柱に電球がともっていた。",
+    "zh": "他搬起石头砸了自己的脚，公园里的人都笑了。",
+    "ko": "그는 1위를 차지했고 모두가 축하했습니다.",
+    "th": "ภาษาไทยไม่มีการเว้นวรรคระหว่างคำ",
+    "emoji": " I love it 😀🎉 so much 👍🏽!",
+    "accents": " Señor Müller déjà vu: naïve façade, Ærø, ŝtono.",
+}
+
+
+@pytest.mark.parametrize("name", sorted(TEXTS))
+def test_words_never_hold_a_partial_character_wherever_the_tokens_stop(multi, name):
+    """A window may end on any token; byte-level BPE splits many characters over two or three
+    tokens. Every cut must give whole characters only: a prefix of the text, no U+FFFD."""
+    text = TEXTS[name]
+    tokens = multi.encode(text)
+    assert len(tokens) > len(text.split())  # multi-token characters are really exercised
+    language = name if name in ("ja", "zh", "ko", "th") else "en"
+    for cut in range(1, len(tokens) + 1):
+        words, groups = multi.split_words(tokens[:cut], language)
+        joined = "".join(words)
+        assert "\ufffd" not in joined, (cut, words)
+        assert text.startswith(joined), (cut, joined)
+        assert sum(len(g) for g in groups) <= cut
+    assert "".join(multi.split_words(tokens, language)[0]) == text

@@ -253,6 +253,8 @@ class StreamProcessor:
         length = sum(n for _, n in timemap.runs) / SAMPLE_RATE
         out = []
         for w in words:
+            if "\ufffd" in w.word:  # never commit a broken character, whatever the engine sends
+                w = Word(w.word.replace("\ufffd", ""), w.start, w.end, w.probability)
             if w.start > length + BEYOND_END or not w.word.strip():
                 continue
             start = timemap.to_stream(w.start)

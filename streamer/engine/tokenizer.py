@@ -104,23 +104,49 @@ class WhisperTokens:
         return words, word_tokens
 
     def _split_unicode(self, tokens: list[int]) -> tuple[list[str], list[list[int]]]:
-        """Split where the decoded text forms whole unicode characters (multi-token characters stay together).
+        """Split where the tokens' bytes form whole UTF-8 characters (multi-token characters stay together).
 
-        A partial UTF-8 sequence decodes to U+FFFD; the group is closed only once its text has
-        no U+FFFD that the full text lacks at the same place (a real U+FFFD in the text counts).
+        Byte-level BPE cuts many characters (CJK, Thai, emoji, some accents) over two or three
+        tokens. A group closes only when its bytes decode completely; a sequence that ends inside
+        a character (a window's last token) leaves that partial character out, and bytes that are
+        not UTF-8 at all are dropped, so no word ever holds U+FFFD or half a character.
         """
-        full = self.tokenizer.decode(tokens, skip_special_tokens=False)
-        words, word_tokens, current, offset = [], [], [], 0
+        words, word_tokens, current, pending = [], [], [], b""
         for token in tokens:
             current.append(token)
-            decoded = self.tokenizer.decode(current, skip_special_tokens=False)
-            bad = decoded.find("\ufffd")
-            if bad < 0 or full[offset + bad: offset + bad + 1] == "\ufffd":
-                words.append(decoded)
+            if token >= self.eot:  # special tokens are whole by definition
+                words.append(self.tokenizer.decode(current, skip_special_tokens=False))
                 word_tokens.append(current)
-                current = []
-                offset += len(decoded)
-        if current:
-            words.append(self.tokenizer.decode(current, skip_special_tokens=False))
+                current, pending = [], b""
+                continue
+            pending += self.token_bytes(token)
+            try:
+                text = pending.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                if exc.reason == "unexpected end of data":
+                    continue  # the character goes on in the next token
+                text = pending.decode("utf-8", errors="ignore")
+            words.append(text)
             word_tokens.append(current)
+            current, pending = [], b""
         return words, word_tokens
+
+    def token_bytes(self, token: int) -> bytes:
+        """The raw bytes a text token stands for (GPT-2 byte-level BPE maps each byte to a character)."""
+        return bytes(_BYTE_OF.get(ch, 0) for ch in self.tokenizer.id_to_token(token) or "")
+
+
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's reversible byte <-> printable character table, inverted (character -> byte)."""
+    printable = {*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)}
+    table, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            table[chr(b)] = b
+        else:
+            table[chr(256 + extra)] = b
+            extra += 1
+    return table
+
+
+_BYTE_OF = _byte_decoder()
