@@ -88,6 +88,10 @@ class ServerConfig(_Section):
     max_pending_audio: float = Field(30.0, gt=1, description="undecoded seconds before reading pauses")
     send_queue: int = Field(256, ge=1, description="events buffered for a slow reader before it is dropped")
     max_batch: int = Field(8, ge=1)
+    resume_secret: str | None = Field(None, description="signs resume tokens; give every replica the same one "
+                                      "(default: random per process, so only this process can resume)")
+    resume_ttl: float = Field(600.0, gt=0, description="seconds a resume token stays valid after it was issued")
+    max_resume_audio: float = Field(30.0, gt=0, description="seconds of retained audio a resume may replay")
 
     @model_validator(mode="after")
     def _tls_pair(self) -> "ServerConfig":

@@ -402,7 +402,7 @@ async def test_a_window_the_engine_rejects_fails_only_its_own_session():
                                          run_stream(server.url, pcm16(4.0), {"prompt": "Zyzzogeton"}, pace=0.005))
         healthy = (await http_get(server.http_url + "/healthz"))[0]
     assert good.committed == expected(4.0) and good.close_code == 1000
-    assert bad.errors == ["internal_error"] and bad.close_code == 1011
+    assert bad.errors == ["internal_error"] and bad.close_code == 1011, bad.events
     assert "cannot be decoded" in bad.of("error")[0]["message"]
     assert healthy == 200
 

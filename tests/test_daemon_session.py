@@ -182,3 +182,78 @@ def test_engine_failure_ends_only_this_session():
     assert s.next_request() is not None
     out = s.fail(RuntimeError("boom"))
     assert codes(out) == ["internal_error"] and out[-1].code == 1011 and s.ended
+
+
+# ----------------------------------------------------------------------------- resume
+def resumable(tokens=None, **kwargs) -> Session:
+    from streamer.daemon.resume import ResumeTokens, TokenResumer
+
+    clock = kwargs.pop("clock", lambda: 1000.0)
+    resumer = TokenResumer(tokens or ResumeTokens("secret"), 30.0, clock)
+    return Session(kwargs.pop("sid", "s1"), config(), model="scripted", resumer=resumer, **kwargs)
+
+
+def test_a_resumed_stream_continues_the_timeline_seq_and_text_without_repeating_a_word():
+    from streamer.daemon.resume import ResumeTokens
+
+    engine = ScriptedEngine(timeline_script(WORDS))
+    tokens = ResumeTokens("secret")
+    first = resumable(tokens)
+    out = first.receive_text('{"type": "start"}')
+    assert out[0]["resume"]
+    events = []
+    for second_of_audio in range(3):
+        first.receive_binary(pcm16(1.0))
+        events += [m for m in drive_session(first, engine) if m["type"] == "transcript"]
+    last = events[-1]
+    committed = [w["word"] for e in events for w in e["committed"]]
+    assert committed == [" one", " two"] and last["committed_until"] == pytest.approx(1.6, abs=0.01)
+    # the connection drops; a new one (any daemon with the same secret) resumes from the last event
+    audio = np.frombuffer(pcm16(5.0), dtype="<i2")
+    retained = audio[int(last["committed_until"] * 16000):].tobytes()
+    second = resumable(tokens, sid="fresh")
+    claim = {"session": "s1", "token": last["resume"], "seq": last["seq"], "committed_until": last["committed_until"],
+             "retained_seconds": len(retained) / 32000}
+    ready = second.receive_text(json.dumps({"type": "start", "resume": claim}))
+    assert ready[0]["session"] == "s1" and ready[0]["resumed"] is True
+    second.receive_binary(retained)
+    later = drive_session(second, engine)
+    later += second.stop()
+    later = [m for m in later + drive_session(second, engine) if isinstance(m, dict)]
+    transcripts = [m for m in later if m["type"] == "transcript"]
+    assert transcripts[0]["seq"] == last["seq"] + 1
+    words = [w for e in transcripts for w in e["committed"]]
+    assert [w["word"].strip(" .") for w in words] == ["three", "four", "five"]   # nothing twice, nothing lost
+    assert words[0]["start"] == pytest.approx(2.1, abs=0.05)                     # on the original timeline
+    assert later[-1]["type"] == "end" and later[-1]["audio_seconds"] == pytest.approx(5.0, abs=0.01)
+
+
+@pytest.mark.parametrize("change, code", [
+    ({"token": "r1.garbage.sig"}, "resume_invalid"),
+    ({"session": "someone-else"}, "resume_invalid"),
+    ({"committed_until": 99.0}, "resume_mismatch"),
+    ({"retained_seconds": 31.0}, "resume_too_long"),
+    ({"expired": True}, "resume_expired"),
+])
+def test_a_bad_resume_is_refused_clearly_and_the_connection_starts_fresh(change, code):
+    from streamer.daemon.resume import ResumeTokens
+
+    tokens = ResumeTokens("secret", ttl=60)
+    first = resumable(tokens)
+    token = first.receive_text('{"type": "start"}')[0]["resume"]
+    claim = {"session": "s1", "token": token, "seq": 0, "committed_until": 0.0, "retained_seconds": 1.0}
+    claim.update({k: v for k, v in change.items() if k != "expired"})
+    later = 1000.0 + (120 if change.get("expired") else 0)
+    second = resumable(tokens, sid="fresh", clock=lambda: later)
+    out = second.receive_text(json.dumps({"type": "start", "resume": claim}))
+    assert codes(out) == [code] and out[-1]["type"] == "ready" and out[-1]["session"] == "fresh"
+    assert second.state.value == "started" and second.resumed is None
+
+
+def test_a_token_from_another_secret_is_not_accepted():
+    from streamer.daemon.resume import ResumeTokens
+
+    token = resumable(ResumeTokens("one")).receive_text('{"type": "start"}')[0]["resume"]
+    other = resumable(ResumeTokens("two"), sid="fresh")
+    out = other.receive_text(json.dumps({"type": "start", "resume": {"token": token, "committed_until": 0.0}}))
+    assert codes(out) == ["resume_invalid"]

@@ -19,7 +19,7 @@ import numpy as np
 from streamer.core.buffer import AudioBuffer
 from streamer.hypothesis import SAMPLE_RATE, Hypothesis
 
-ENERGY_DBFS = -45.0     # a window louder than this is sound, not silence
+ENERGY_DBFS = -38.0     # a window louder than this is sound, not silence or room noise
 FIRST_WAIT = 4.0        # s of energetic non-speech before the first probe
 LONGEST_WAIT = 32.0     # s: the wait doubles after each rejected probe, up to this
 PROBE_SECONDS = 6.0     # s of the most recent audio a probe decodes

@@ -21,6 +21,7 @@ class PromptBuilder:
     def __init__(self, max_chars: int) -> None:
         self.max_chars = max_chars
         self._from_index = 0
+        self.earlier = ""  # text committed before this stream core existed (a resumed stream's tail)
 
     def reset(self, committed_count: int) -> None:
         """Use only words committed from now on (index ``committed_count`` onwards)."""
@@ -45,4 +46,9 @@ class PromptBuilder:
             if size > self.max_chars:
                 break
             picked.append(word.word)
+        else:
+            if self._from_index == 0 and self.earlier and size < self.max_chars:
+                room = self.max_chars - size
+                cut = self.earlier[-room:]
+                picked.append(cut[cut.find(" "):] if len(self.earlier) > room and " " in cut else cut)
         return "".join(reversed(picked)).strip()

@@ -71,6 +71,10 @@ class HeldPunctuation:
                 new = [*new[:-1], self.word]
         return out + new
 
+    def hold(self, word: Word, mark: str) -> None:
+        """Hold ``mark`` for ``word``, committed elsewhere (a resumed stream carries it over)."""
+        self.word, self.mark = (word, mark) if mark else (None, "")
+
     def release(self) -> list[Word]:
         """The stream truly ended (long silence, stop): the mark stands as Whisper wrote it."""
         out = [self._item(self.mark)] if self.word is not None else []

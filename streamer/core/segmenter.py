@@ -67,6 +67,12 @@ class Segmenter:
         self._boundaries: list[SpeechBoundary] = []
         self.probe = Probe()
 
+    def start_at(self, sample: int) -> None:
+        """Begin the timeline at ``sample`` (a resumed stream continues its original timeline)."""
+        if self.received:
+            raise RuntimeError("the timeline's origin is set before any audio")
+        self.received = self.position = sample
+
     # ----------------------------------------------------------------- audio in
     def feed(self, samples: np.ndarray) -> None:
         """Validated 16 kHz mono float32, any length."""

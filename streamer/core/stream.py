@@ -210,6 +210,41 @@ class StreamProcessor:
         """Audio held for decoding now (open and closed utterances)."""
         return self._audio.buffer_seconds
 
+    def resume(self, committed_until: float, seq: int, tail: str = "", held: str = "") -> None:
+        """Continue a stream another core was serving: same timeline, ``seq`` and context.
+
+        Audio fed from now on starts at ``committed_until`` (everything before it is committed);
+        ``tail`` is the end of the committed text (the next decodes' context), ``held`` a trailing
+        mark that was still waiting for what follows the last committed word.
+        """
+        self._audio.start_at(int(round(committed_until * SAMPLE_RATE)))
+        self._seq = seq
+        self._prompt.earlier = tail
+        last = tail.split()[-1] if tail.split() else ""
+        self._held.hold(Word(" " + last, committed_until, committed_until), held if last else "")
+
+    def committed_until(self) -> float:
+        """Audio before this stream time is fully committed: a resumed stream replays only what follows.
+
+        The end of the last committed word, or where the oldest audio still to decode begins;
+        with nothing left to decode, everything received so far.
+        """
+        utterance = self._audio.current()
+        if utterance is None:
+            return self.decoded_seconds
+        last_end = self._committed[-1].end if self._committed else 0.0
+        return min(max(utterance.buffer.start, last_end), self._audio.position / SAMPLE_RATE)
+
+    @property
+    def seq(self) -> int:
+        """The last transcript event's number."""
+        return self._seq
+
+    @property
+    def held_mark(self) -> str:
+        """The trailing mark waiting for what follows the last committed word ("" if none)."""
+        return self._held.mark
+
     def take_boundaries(self) -> list[SpeechBoundary]:
         """Speech starts and stops the VAD saw since the last call (for clients that asked for them)."""
         return self._audio.take_boundaries()

@@ -9,6 +9,7 @@ interface. One host = one model, one scheduler, one set of limits and metrics.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Iterable
@@ -19,6 +20,7 @@ from streamer import protocol
 from streamer.config import Settings
 from streamer.daemon.metrics import Metrics
 from streamer.daemon.outbox import Subscriber, put_all
+from streamer.daemon.resume import ResumeTokens, TokenResumer
 from streamer.daemon.scheduler import LoopMonitor, Scheduler
 from streamer.daemon.session import Session
 from streamer.hypothesis import Engine
@@ -83,6 +85,8 @@ class SessionHost:
         self.engine: Engine | None = None
         self.scheduler: Scheduler | None = None
         self.live: dict[str, Live] = {}
+        cfg = settings.server
+        self.resumer = TokenResumer(ResumeTokens(cfg.resume_secret, cfg.resume_ttl), cfg.max_resume_audio, time.time)
         if engine is not None:
             self.attach_engine(engine)
 
@@ -127,7 +131,7 @@ class SessionHost:
         """A session bound to this host's model and stream settings (not yet registered)."""
         return Session(prefix + uuid.uuid4().hex[:12], self.settings.stream, model=self.engine.name,
                        max_frame_bytes=self.settings.server.max_frame_bytes, defaults=defaults, autostart=autostart,
-                       check_start=self.check_start)
+                       check_start=self.check_start, resumer=self.resumer)
 
     def check_start(self, params: StartParams) -> None:
         """What the loaded model cannot do is refused at start, with the limit named."""
@@ -161,7 +165,8 @@ class SessionHost:
                 if kind == "error":
                     self.metrics.errors.labels(code=item.get("code", "unknown")).inc()
                 if kind in ("transcript", "end"):
-                    self.hub.publish(live.keys, item)
+                    # a resume token is a capability to continue the stream: only its own client gets it
+                    self.hub.publish(live.keys, {k: v for k, v in item.items() if k != "resume"})
         if live.sink is not None:
             put_all(live.sink, items)
 
@@ -169,7 +174,11 @@ class SessionHost:
         """A client frame: parsed and fed on the core thread (resampling and VAD never run on the loop)."""
         call = self.scheduler.call
         if isinstance(message, str):
-            self.deliver(session.id, await call(session.receive_text, message))
+            before = session.id
+            out = await call(session.receive_text, message)
+            if session.id != before:  # resumed: the stream's own id from now on
+                self._rekey(before, session)
+            self.deliver(session.id, out)
         elif len(message) > session.max_frame_bytes:
             self.deliver(session.id, await call(session.receive_binary, message))
         else:
@@ -181,6 +190,21 @@ class SessionHost:
                 self.scheduler.wake()
             self.metrics.audio_seconds.inc(max(0.0, session.audio_seconds - before))
         self.scheduler.wake()
+
+    def _rekey(self, old_id: str, session: Session) -> None:
+        """A session resumed another stream: file it under that stream's id, replacing a stale copy
+        (a connection that dropped before this daemon noticed)."""
+        stale = self.live.pop(session.id, None)
+        if stale is not None:
+            log.info("session %s resumed on a new connection; dropping the old one", session.id)
+            stale.session.abandon()
+            self.scheduler.remove(stale.session)
+            if stale.sink is not None:
+                stale.sink.close(Close(CloseCode.POLICY, "resumed on another connection"))
+        live = self.live.pop(old_id)
+        live.keys = tuple(k.replace(f"session:{old_id}", f"session:{session.id}") for k in live.keys)
+        self.live[session.id] = live
+        self.scheduler.rekey(old_id, session)
 
     async def feed(self, session: Session, samples: np.ndarray) -> None:
         """16 kHz mono float32 from a local capture."""
@@ -209,7 +233,8 @@ class SessionHost:
                 await self.scheduler.progressed(session, timeout=1.0)
         finally:
             self.scheduler.remove(session)
-            self.live.pop(session.id, None)
+            if session.id in self.live and self.live[session.id].session is session:
+                del self.live[session.id]
 
     async def snapshot(self, session_id: str) -> dict | None:
         """A catch-up ``transcript`` for a subscriber joining a live session.

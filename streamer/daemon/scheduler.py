@@ -96,10 +96,23 @@ class Scheduler:
         self.wake()
 
     def remove(self, session: Session) -> None:
-        self._entries.pop(session.id, None)
+        entry = self._entries.get(session.id)
+        if entry is None or entry.session is not session:  # another session took over this id (a resume)
+            return
+        del self._entries[session.id]
         self.metrics.sessions.set(len(self._entries))
         try:
             self.metrics.lag.remove(session.id)
+        except KeyError:
+            pass
+
+    def rekey(self, old_id: str, session: Session) -> None:
+        """The session's id changed (it resumed another stream)."""
+        entry = self._entries.pop(old_id, None)
+        if entry is not None:
+            self._entries[session.id] = entry
+        try:
+            self.metrics.lag.remove(old_id)
         except KeyError:
             pass
 

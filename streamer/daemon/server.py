@@ -193,7 +193,7 @@ class StreamerServer:
         shutdown = asyncio.ensure_future(self._shutdown.wait())
         recv: asyncio.Future | None = None
         try:
-            while outbox.closing is None and session.accepting:
+            while outbox.closing is None and session.reading:
                 await self.host.backpressure(session)
                 recv = recv or asyncio.ensure_future(ws.receive())
                 done, _ = await asyncio.wait({recv, shutdown}, timeout=idle, return_when=asyncio.FIRST_COMPLETED)

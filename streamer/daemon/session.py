@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
 from streamer import protocol
 from streamer.audio import PcmDecoder, StreamResampler
 from streamer.config import StreamConfig
+from streamer.daemon.resume import ResumeError, ResumeState
 from streamer.hypothesis import DecodeRequest, Hypothesis
 from streamer.protocol import Close, CloseCode, Outgoing, SessionState, StartError, StartParams
 
@@ -34,6 +35,14 @@ def stream_core(config: StreamConfig, params: StartParams) -> Any:
 
 
 StartCheck = Callable[[StartParams], None]  # raises StartError for what this daemon's model cannot do
+
+
+class Resumer(Protocol):
+    """Checks resume claims and signs a stream's state into tokens (see streamer.daemon.resume)."""
+
+    def verify(self, claim: Mapping[str, Any]) -> ResumeState: ...
+
+    def token(self, state: ResumeState) -> str: ...
 
 
 class Session:
@@ -54,6 +63,7 @@ class Session:
         defaults: StartParams | None = None,
         autostart: bool = False,
         check_start: StartCheck | None = None,
+        resumer: Resumer | None = None,
     ) -> None:
         self.id = session_id
         self.config = config
@@ -62,6 +72,9 @@ class Session:
         self.defaults = defaults or StartParams(language=config.language, task=config.task)
         self.autostart = autostart
         self._check_start = check_start
+        self._resumer = resumer
+        self.resumed: ResumeState | None = None
+        self._gone = False  # failed or abandoned (not a client's stop)
         self.state = SessionState.NEW
         self.params: StartParams | None = None
         self.processor: Any = None
@@ -103,13 +116,41 @@ class Session:
         self._pcm = PcmDecoder(params.encoding, params.channels)
         self._resampler = StreamResampler(params.sample_rate, params.channels)
         self.processor = stream_core(self.config, params)
+        out = self._resume(fields.get("resume")) if fields.get("resume") is not None else []
         self.state = SessionState.STARTED
-        log.info("session %s started: %d Hz %s x%d language=%s task=%s", self.id, params.sample_rate,
-                 params.encoding, params.channels, params.language, params.task)
-        return [self.ready_message()]
+        log.info("session %s %s: %d Hz %s x%d language=%s task=%s", self.id,
+                 "resumed" if self.resumed else "started", params.sample_rate, params.encoding, params.channels,
+                 params.language, params.task)
+        return out + [self.ready_message()]
+
+    def _resume(self, claim: Any) -> list[Outgoing]:
+        """Continue another connection's stream; a claim that fails gives an error and a fresh session."""
+        try:
+            if self._resumer is None or not isinstance(claim, Mapping):
+                raise ResumeError("resume_invalid", "resume must be an object with the session, its token, "
+                                  "seq and committed_until")
+            state = self._resumer.verify(claim)
+        except ResumeError as exc:
+            return self._error(exc.code, f"{exc}; this connection continues as a new session")
+        self.resumed = state
+        self.id = state.session
+        self.processor.resume(state.committed_until, state.seq, state.tail, state.held)
+        return []
 
     def ready_message(self) -> dict:
-        return protocol.ready(self.id, self.model, self.params.sample_rate if self.params else protocol.SAMPLE_RATE)
+        extra: dict[str, Any] = {}
+        if self.resumed is not None:
+            extra = {"resumed": True, "seq": self.resumed.seq, "committed_until": self.resumed.committed_until}
+        if self._resumer is not None and self.processor is not None:
+            extra["resume"] = self._resumer.token(self._state())
+        return protocol.ready(self.id, self.model, self.params.sample_rate if self.params else protocol.SAMPLE_RATE,
+                              **extra)
+
+    def _state(self) -> ResumeState:
+        """Where this stream stands now, for its next resume token."""
+        processor = self.processor
+        return ResumeState(self.id, processor.seq, processor.committed_until(), processor.held_mark,
+                           processor.committed_text[-200:] or (self.resumed.tail if self.resumed else ""))
 
     def receive_binary(self, data: bytes) -> list[Outgoing]:
         """Raw PCM in the session's encoding; partial samples wait for the next frame."""
@@ -122,6 +163,8 @@ class Session:
                 return self._error("not_started", 'audio arrived before the start message; send {"type": '
                                    '"start", ...} first', Close(CloseCode.POLICY, "audio before start"))
             out += self.start({})
+        if self._gone:
+            return out  # failed or abandoned: its close is on the way
         if self.state is not SessionState.STARTED:
             return out + self._error("stopped", "audio after stop is ignored")
         samples = self._pcm.decode(data)
@@ -180,6 +223,8 @@ class Session:
     def complete(self, hypothesis: Hypothesis) -> list[Outgoing]:
         """The engine's answer for the in-flight request: a transcript update and maybe ``end``."""
         event = self.processor.complete(hypothesis)
+        if self.state is SessionState.ENDED:  # abandoned while this decode ran: its client is gone
+            return []
         out: list[Outgoing] = [self._transcript(event)] if event is not None else []
         return out + self._maybe_end()
 
@@ -190,14 +235,22 @@ class Session:
 
     def _transcript(self, event) -> dict:
         self._language = event.language or self._language
-        return event.to_message()
+        message = event.to_message()
+        if self._resumer is not None:
+            message["committed_until"] = round(self.processor.committed_until(), 3)
+            message["resume"] = self._resumer.token(self._state())
+        return message
 
     def fail(self, exc: BaseException) -> list[Outgoing]:
         """The engine raised for this session's window: report and close this session only."""
         self.processor.cancel()
-        self.state = SessionState.ENDED
+        self.state, self._gone = SessionState.ENDED, True
         return self._error("internal_error", f"decoding failed ({type(exc).__name__}: {exc}); the session "
                            "was closed, reconnect to start a new one", Close(CloseCode.INTERNAL, "decode failed"))
+
+    def abandon(self) -> None:
+        """Another connection resumed this stream: stop here, decode nothing more, send nothing."""
+        self.state, self._gone = SessionState.ENDED, True
 
     def snapshot_message(self, max_words: int = 40) -> dict | None:
         """For a subscriber joining mid-stream: the latest committed words and the tentative tail.
@@ -242,9 +295,14 @@ class Session:
         return self.processor is not None and self.processor.in_flight
 
     @property
-    def accepting(self) -> bool:
-        """Still reading client messages (not stopping or ended)."""
-        return self.state in (SessionState.NEW, SessionState.STARTED)
+    def reading(self) -> bool:
+        """The transport should keep reading client frames: not after ``stop``.
+
+        A session that failed or was abandoned is ENDED on the core thread before its error and
+        close reach the transport; the transport stops when that close arrives, not before, so
+        the error is never lost.
+        """
+        return self.state is not SessionState.STOPPING
 
     @property
     def ended(self) -> bool:
