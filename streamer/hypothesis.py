@@ -14,6 +14,7 @@ import numpy as np
 
 SAMPLE_RATE = 16_000
 MAX_WINDOW_SECONDS = 30.0
+MAX_PROMPT_TOKENS = 223  # Whisper's own limit: half the decoder context, minus <|startofprev|>
 
 Task = Literal["transcribe", "translate"]
 
@@ -46,6 +47,9 @@ class Hypothesis:
     no_speech_prob: float = 0.0
     compression_ratio: float = 1.0
     language_probability: float = 1.0
+    # the language detector's top candidates, most likely first: the evidence a caller weighs to keep a
+    # steady language across windows. Empty when no detection ran (language given, detection not asked).
+    language_probs: tuple[tuple[str, float], ...] = ()
 
     @property
     def text(self) -> str:
@@ -56,14 +60,20 @@ class Hypothesis:
 class DecodeRequest:
     """One window to decode: 16 kHz mono float32, at most 30 s.
 
-    ``prompt`` is previous committed text used as Whisper's ``<|startofprev|>`` context.
-    ``language`` None asks the engine to detect the language.
+    ``prompt`` is previous committed text used as Whisper's ``<|startofprev|>`` context;
+    ``vocabulary`` (names and terms to spell right) goes first in that context and is never
+    trimmed, the prompt fills the rest of the engine's ``max_prompt_tokens`` from its end.
+    ``language`` None asks the engine to detect the language (and decode in it);
+    ``detect_language`` asks for the detector's candidates (:attr:`Hypothesis.language_probs`)
+    even when ``language`` is set, so a caller can decide when the language really changed.
     """
 
     audio: np.ndarray
     prompt: str = ""
+    vocabulary: str = ""
     language: str | None = None
     task: Task = "transcribe"
+    detect_language: bool = False
     # where the window starts on the stream's audio timeline, in seconds. Hypothesis times stay
     # window-relative (the caller maps them back); an engine may read it to place the window,
     # as the scripted timeline engine does to pick the words a window holds.
@@ -88,6 +98,11 @@ class Engine(Protocol):
     dtype: str  # the weights' compute type: "float32", "int8", "float16", ...
     max_window_seconds: float  # the longest window one decode accepts (30.0 for Whisper)
     languages: tuple[str, ...]  # language codes it can transcribe; ("en",) for English-only models
+    max_prompt_tokens: int  # the most prompt tokens (vocabulary + rolling prompt) one decode takes
+
+    def prompt_tokens(self, text: str) -> int:
+        """How many of ``max_prompt_tokens`` ``text`` takes (so a caller can refuse a vocabulary over the limit)."""
+        ...
 
     def decode(self, request: DecodeRequest) -> Hypothesis:
         """Decode one window."""

@@ -132,19 +132,3 @@ def greedy_decode(decoder: KVDecoder, encoder_out: torch.Tensor, rows: list[RowS
         state.valid[:, width + i] = True
         logits = decoder.logits(step(next_tokens, position, slot)[:, -1])
     return [DecodeResult(g, s, n) for g, s, n in zip(generated, sum_logprob, no_speech)]
-
-
-def detect_languages(decoder: KVDecoder, encoder_out: torch.Tensor, tokens: WhisperTokens) -> list[tuple[str, float]]:
-    """The most likely language of each window, from one decoder step after <|startoftranscript|>."""
-    batch = encoder_out.shape[0]
-    state = decoder.start(encoder_out)
-    state.valid[:, 0] = True
-    sot = torch.full((batch, 1), tokens.sot, dtype=torch.long, device=encoder_out.device)
-    zero = torch.zeros(batch, 1, dtype=torch.long, device=encoder_out.device)
-    hidden = decoder(sot, zero, torch.zeros(1, dtype=torch.long, device=encoder_out.device), state, attend_len=1)
-    logits = decoder.logits(hidden[:, -1]).float()
-    codes = list(tokens.language_ids)
-    ids = torch.tensor([tokens.language_ids[c] for c in codes], device=encoder_out.device)
-    probs = torch.softmax(logits[:, ids], dim=-1)
-    best = probs.argmax(dim=-1).tolist()
-    return [(codes[i], float(probs[b, i])) for b, i in enumerate(best)]

@@ -26,11 +26,12 @@ import numpy as np
 from streamer.config import EngineConfig
 from streamer.engine.alignment import clamp_to_segments, segment_word_times, segments_of
 from streamer.engine.decoding import MAX_INITIAL_TIMESTAMP, TIME_PRECISION
+from streamer.engine.language import ENGLISH_ONLY, TOP_CANDIDATES, LanguageChoice
 from streamer.engine.tokenizer import WhisperTokens
 from streamer.engine.views import WordTimingViews
 from streamer.engine.whisper import compression_ratio
-from streamer.hypothesis import (MAX_WINDOW_SECONDS, SAMPLE_RATE, DecodeRequest, EngineError, Hypothesis, Word,
-                                 validate_window)
+from streamer.hypothesis import (MAX_PROMPT_TOKENS, MAX_WINDOW_SECONDS, SAMPLE_RATE, DecodeRequest, EngineError,
+                                 Hypothesis, Word, validate_window)
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class FasterWhisperEngine(WordTimingViews):
     """A faster-whisper ``WhisperModel`` decoding one window per call, with the streamer's word types."""
 
     max_window_seconds = MAX_WINDOW_SECONDS
+    max_prompt_tokens = MAX_PROMPT_TOKENS
 
     def __init__(self, model, config: EngineConfig):
         from faster_whisper import WhisperModel
@@ -62,6 +64,9 @@ class FasterWhisperEngine(WordTimingViews):
     def decode_batch(self, requests: Sequence[DecodeRequest]) -> list[Hypothesis]:
         return [self.decode(r) for r in requests]
 
+    def prompt_tokens(self, text: str) -> int:
+        return self.tokens.prompt_tokens(text)
+
     def decode(self, request: DecodeRequest) -> Hypothesis:
         audio = validate_window(request.audio)
         duration = len(audio) / SAMPLE_RATE
@@ -70,8 +75,8 @@ class FasterWhisperEngine(WordTimingViews):
         frames = features.shape[-1] - 1  # the last frame is STFT padding, as in faster-whisper
         encoded = self.model.encode(_pad_frames(features[:, :frames]))
         encoded_at = time.perf_counter()
-        language, language_probability = self._language(request, encoded)
-        prompt = self.tokens.prompt_prefix(request.prompt) + self.tokens.sot_sequence(language, request.task)
+        language = self._language(request, encoded)
+        prompt = self.tokens.prompt_prefix(request.prompt, request.vocabulary) + self.tokens.sot_sequence(language.code, request.task)
         limit = min(self.config.max_new_tokens, MAX_LENGTH - len(prompt))
         result = self.model.model.generate(
             encoded, [prompt], beam_size=1, max_length=_max_length(limit, len(prompt)),
@@ -82,21 +87,26 @@ class FasterWhisperEngine(WordTimingViews):
         decoded_at = time.perf_counter()
         segments = [(start, min(end, duration), text)
                     for start, end, text in segments_of(tokens, self.tokens.timestamp_begin, self.tokens.eot, duration)]
-        words = self._words(segments, encoded, frames, language, request.task, avg_logprob)
+        words = self._words(segments, encoded, frames, language.code, request.task, avg_logprob)
         text = self.tokens.decode([t for t in tokens if t < self.tokens.eot])
         self.last_timing = {"encode": encoded_at - started, "decode": decoded_at - encoded_at,
                             "align": time.perf_counter() - decoded_at, "tokens": float(len(tokens))}
-        return Hypothesis(words=tuple(words), language=language, avg_logprob=avg_logprob,
+        return Hypothesis(words=tuple(words), language=language.code, avg_logprob=avg_logprob,
                           no_speech_prob=result.no_speech_prob, compression_ratio=compression_ratio(text),
-                          language_probability=language_probability)
+                          language_probability=language.probability, language_probs=language.candidates)
 
-    def _language(self, request: DecodeRequest, encoded) -> tuple[str, float]:
+    def _language(self, request: DecodeRequest, encoded) -> LanguageChoice:
+        """As the whisper backend: detect where no language is given or its evidence is asked for."""
+        asked = not request.language or request.detect_language
         if not self.tokens.multilingual:
-            return "en", 1.0
+            return LanguageChoice("en", 1.0, ENGLISH_ONLY if asked else ())
+        if not asked:
+            return LanguageChoice(request.language)
+        ranked = self.model.model.detect_language(encoded)[0][:TOP_CANDIDATES]
+        candidates = tuple((token[2:-2], round(float(p), 6)) for token, p in ranked)
         if request.language:
-            return request.language, 1.0
-        token, probability = self.model.model.detect_language(encoded)[0][0]
-        return token[2:-2], float(probability)
+            return LanguageChoice(request.language, 1.0, candidates)
+        return LanguageChoice(candidates[0][0], candidates[0][1], candidates)
 
     def _words(self, segments, encoded, frames: int, language: str, task: str, avg_logprob: float) -> list[Word]:
         """Word times by the configured method; ``segments`` spreads each segment by characters."""

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from streamer.hypothesis import MAX_WINDOW_SECONDS, SAMPLE_RATE, DecodeRequest, Hypothesis, Word, validate_window
+from streamer.hypothesis import (MAX_PROMPT_TOKENS, MAX_WINDOW_SECONDS, SAMPLE_RATE, DecodeRequest, Hypothesis, Word,
+                                 validate_window)
 
 # The language codes of multilingual Whisper (before large-v3's "yue"), in token order; a test
 # checks them against the embedded base model's tokenizer.
@@ -36,6 +37,7 @@ class ScriptedEngine:
     dtype: str = "float32"
     max_window_seconds: float = MAX_WINDOW_SECONDS
     languages: tuple[str, ...] = tuple(WHISPER_LANGUAGES)
+    max_prompt_tokens: int = MAX_PROMPT_TOKENS
     calls: list[DecodeRequest] = field(default_factory=list)
 
     def decode(self, request: DecodeRequest) -> Hypothesis:
@@ -46,14 +48,19 @@ class ScriptedEngine:
     def decode_batch(self, requests: Sequence[DecodeRequest]) -> list[Hypothesis]:
         return [self.decode(r) for r in requests]
 
+    def prompt_tokens(self, text: str) -> int:
+        """Words stand in for tokens: a scripted model has no tokenizer."""
+        return len(text.split())
 
-def timeline_script(words: Sequence[Word], unstable_tail: bool = False,
-                    language: str = "en") -> Callable[[DecodeRequest], Hypothesis]:
+
+def timeline_script(words: Sequence[Word], unstable_tail: bool = False, language: str = "en",
+                    language_probs: tuple[tuple[str, float], ...] = ()) -> Callable[[DecodeRequest], Hypothesis]:
     """A script that 'hears' the words of a fixed stream timeline inside each window.
 
     A word is heard when its whole span lies inside the window. With ``unstable_tail`` the
     last heard word is garbled unless the window extends 1 s beyond it, like a real model
-    that has not yet heard the end of a word's context.
+    that has not yet heard the end of a word's context. ``language_probs`` is the detector's
+    evidence, returned (as a real engine does) when the request has no language or asks for it.
     """
 
     def script(request: DecodeRequest) -> Hypothesis:
@@ -64,7 +71,9 @@ def timeline_script(words: Sequence[Word], unstable_tail: bool = False,
         if unstable_tail and heard and heard[-1].end > end - 1.0:
             last = window_words[-1]
             window_words[-1] = Word(last.word + "-ish", last.start, last.end, 0.3)
+        asked = not request.language or request.detect_language
         return Hypothesis(words=tuple(window_words), language=language, avg_logprob=-0.2,
-                          no_speech_prob=0.01 if heard else 0.9, compression_ratio=1.2)
+                          no_speech_prob=0.01 if heard else 0.9, compression_ratio=1.2,
+                          language_probs=language_probs if asked else ())
 
     return script

@@ -12,11 +12,10 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from streamer.hypothesis import EngineError
+from streamer.hypothesis import MAX_PROMPT_TOKENS, EngineError
 
 # Languages written without spaces between words: split words on unicode points instead.
 NO_SPACE_LANGUAGES = {"zh", "ja", "th", "lo", "my", "yue"}
-MAX_PROMPT_TOKENS = 223  # Whisper's own limit: half the context, minus <|startofprev|>
 
 
 @dataclass
@@ -72,11 +71,24 @@ class WhisperTokens:
         """What the model transcribes: English-only checkpoints keep language tokens they never learned."""
         return tuple(self.language_ids) if self.multilingual else ("en",)
 
-    def prompt_prefix(self, prompt: str) -> list[int]:
-        """``<|startofprev|>`` and the prompt's last tokens (Whisper's limit); nothing for an empty prompt."""
-        if not prompt.strip():
-            return []
-        return [self.sot_prev, *self.encode(" " + prompt.strip())[-MAX_PROMPT_TOKENS:]]
+    def prompt_prefix(self, prompt: str, vocabulary: str = "") -> list[int]:
+        """``<|startofprev|>`` context: the vocabulary whole and first, then the rolling prompt's last tokens.
+
+        The vocabulary (names and terms a user wants spelled right) is never trimmed; the rolling
+        prompt fills what is left of Whisper's budget, trimmed from its left (its oldest words).
+        Nothing at all for an empty prompt and vocabulary.
+        """
+        fixed = self.encode(" " + vocabulary.strip()) if vocabulary.strip() else []
+        if len(fixed) > MAX_PROMPT_TOKENS:
+            raise EngineError(f"the vocabulary prompt is {len(fixed)} tokens; Whisper takes at most "
+                              f"{MAX_PROMPT_TOKENS} prompt tokens (shorten it)")
+        room = MAX_PROMPT_TOKENS - len(fixed)
+        rolling = self.encode(" " + prompt.strip())[-room:] if prompt.strip() and room else []
+        return [self.sot_prev, *fixed, *rolling] if fixed or rolling else []
+
+    def prompt_tokens(self, text: str) -> int:
+        """How many prompt tokens ``text`` takes (as :meth:`prompt_prefix` encodes it)."""
+        return len(self.encode(" " + text.strip())) if text.strip() else 0
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids

@@ -20,12 +20,14 @@ import torch
 
 from streamer.config import EngineConfig
 from streamer.engine.alignment import clamp_to_segments, segment_word_times, segments_of, teacher_forced, word_times
-from streamer.engine.decoding import TIME_PRECISION, RowSpec, TimestampRules, detect_languages, greedy_decode
+from streamer.engine.decoding import TIME_PRECISION, RowSpec, TimestampRules, greedy_decode
 from streamer.engine.gpu import CompileOptions, build_compiled
 from streamer.engine.kv_decoder import KVDecoder
+from streamer.engine.language import LanguageChoice, choose_languages
 from streamer.engine.tokenizer import WhisperTokens
 from streamer.engine.views import WordTimingViews
-from streamer.hypothesis import MAX_WINDOW_SECONDS, SAMPLE_RATE, DecodeRequest, EngineError, Hypothesis, validate_window
+from streamer.hypothesis import (MAX_PROMPT_TOKENS, MAX_WINDOW_SECONDS, SAMPLE_RATE, DecodeRequest, EngineError,
+                                 Hypothesis, validate_window)
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,7 @@ class WhisperEngine(WordTimingViews):
     """
 
     max_window_seconds = MAX_WINDOW_SECONDS
+    max_prompt_tokens = MAX_PROMPT_TOKENS
 
     def __init__(self, model, tokens: WhisperTokens, generation: dict, config: EngineConfig, name: str,
                  device: torch.device, dtype: torch.dtype, quantized: bool = False,
@@ -93,6 +96,9 @@ class WhisperEngine(WordTimingViews):
         return [(layer, h) for layer in range(layers // 2, layers) for h in range(n_heads)]
 
     # -- the Engine interface ---------------------------------------------------------------
+    def prompt_tokens(self, text: str) -> int:
+        return self.tokens.prompt_tokens(text)
+
     def decode(self, request: DecodeRequest) -> Hypothesis:
         return self.decode_batch([request])[0]
 
@@ -104,7 +110,7 @@ class WhisperEngine(WordTimingViews):
         t0 = time.perf_counter()
         encoder_out = self.encode(audios)
         t1 = time.perf_counter()
-        languages = self._languages(requests, encoder_out)
+        languages = choose_languages(requests, encoder_out, self.decoder, self.tokens)
         rows = [self._row(r, lang, len(a) / SAMPLE_RATE) for r, lang, a in zip(requests, languages, audios)]
         results = self._greedy(encoder_out, rows)
         t2 = time.perf_counter()
@@ -128,27 +134,17 @@ class WhisperEngine(WordTimingViews):
         feats = feats.to(self.torch_device, self.torch_dtype)
         return self.model.model.encoder(feats).last_hidden_state
 
-    def _languages(self, requests: Sequence[DecodeRequest], encoder_out: torch.Tensor) -> list[tuple[str, float]]:
-        if not self.tokens.multilingual:
-            return [("en", 1.0)] * len(requests)
-        unknown = [i for i, r in enumerate(requests) if not r.language]
-        detected = detect_languages(self.decoder, encoder_out[unknown], self.tokens) if unknown else []
-        out = [(r.language, 1.0) for r in requests]
-        for i, found in zip(unknown, detected):
-            out[i] = found
-        return out
-
-    def _row(self, request: DecodeRequest, language: tuple[str, float], duration: float) -> RowSpec:
-        prefix = self.tokens.prompt_prefix(request.prompt)
+    def _row(self, request: DecodeRequest, language: LanguageChoice, duration: float) -> RowSpec:
+        prefix = self.tokens.prompt_prefix(request.prompt, request.vocabulary)
         sot_index = len(prefix)
-        prefix += self.tokens.sot_sequence(language[0], request.task)
+        prefix += self.tokens.sot_sequence(language.code, request.task)
         return RowSpec(prefix, sot_index, int(np.ceil(duration / TIME_PRECISION)))
 
     def _hypotheses(self, requests, audios, encoder_out, rows, results, languages) -> list[Hypothesis]:
         text_tokens = [[t for t in r.tokens if t < self.tokens.eot] for r in results]
         seqs, prefix_lens = [], []
         for req, lang, text in zip(requests, languages, text_tokens):
-            prefix = self.tokens.sot_sequence(lang[0], req.task) + [self.tokens.no_timestamps]
+            prefix = self.tokens.sot_sequence(lang.code, req.task) + [self.tokens.no_timestamps]
             seqs.append(prefix + text + [self.tokens.eot])
             prefix_lens.append(len(prefix))
         weights, hidden = teacher_forced(self.decoder, encoder_out, seqs, self.alignment_heads, self.tokens.eot)
@@ -157,13 +153,13 @@ class WhisperEngine(WordTimingViews):
         for b, result in enumerate(results):
             duration = len(audios[b]) / SAMPLE_RATE
             words = self._word_times(weights[b], prefix_lens[b], result.tokens, text_tokens[b], probs[b],
-                                     duration, languages[b][0])
+                                     duration, languages[b].code)
             text = self.tokens.decode(text_tokens[b])
             hyps.append(Hypothesis(
-                words=tuple(words), language=languages[b][0],
+                words=tuple(words), language=languages[b].code,
                 avg_logprob=result.sum_logprob / (len(result.tokens) + 1),
                 no_speech_prob=result.no_speech_prob, compression_ratio=compression_ratio(text),
-                language_probability=languages[b][1],
+                language_probability=languages[b].probability, language_probs=languages[b].candidates,
             ))
         return hyps
 
