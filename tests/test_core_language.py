@@ -55,3 +55,38 @@ def test_without_probabilities_the_decoded_language_is_the_evidence():
     policy = LanguagePolicy()
     policy.observe("en", [], 4.0)
     assert policy.current == "en"
+
+
+def test_the_stream_core_never_commits_a_window_decoded_in_a_guessed_language():
+    """Spanish throughout; one short window's detector says Portuguese, and a Portuguese decode of
+    it would be garbage. Then German speech: it takes over after two clear windows."""
+    from streamer.config import StreamConfig
+    from streamer.core import StreamProcessor
+    from streamer.engine.scripted import ScriptedEngine
+    from streamer.hypothesis import SAMPLE_RATE, DecodeRequest, Hypothesis, Word
+    from support import feed_and_drain, noise
+
+    spoken = [Word(f" es{i}", 0.2 + 0.5 * i, 0.5 + 0.5 * i) for i in range(16)] + \
+             [Word(f" de{i}", 8.2 + 0.5 * i, 8.5 + 0.5 * i) for i in range(16)]
+    calls = []
+
+    def script(request: DecodeRequest) -> Hypothesis:
+        start, end = request.offset, request.offset + request.audio.size / SAMPLE_RATE
+        truth = "de" if end > 9.0 else "es"
+        detected = "pt" if len(calls) == 3 else truth  # one flaky guess
+        calls.append((request.language, detected))
+        decoded_in = request.language or detected
+        heard = [w.shifted(-start) for w in spoken if w.start >= start and w.end <= end]
+        if decoded_in != truth:  # a window decoded in the wrong language is nonsense
+            heard = [Word(" xx", w.start, w.end) for w in heard]
+        runner_up = "es" if detected != "es" else "de"
+        return Hypothesis(tuple(heard), decoded_in, -0.2, 0.01, 1.2, language_probs=((detected, 0.9), (runner_up, 0.05)))
+
+    proc = StreamProcessor(StreamConfig(use_vad=False, min_chunk=1.0))
+    events = feed_and_drain(proc, ScriptedEngine(script), noise(16.0))
+    text = proc.committed_text
+    assert "xx" not in text, text
+    assert text.split()[:16] == [f"es{i}" for i in range(16)]
+    assert {e.language for e in events if e.committed} <= {"es", "de"}
+    assert "de15" in text.split()
+    assert calls[0][0] is None and all(lang in ("es", "de") for lang, _ in calls[1:])

@@ -34,6 +34,7 @@ from streamer.core.agreement import LocalAgreement, new_words_after
 from streamer.core.buffer import TimeMap
 from streamer.core.events import SpeechBoundary, TranscriptEvent
 from streamer.core.guards import assess, drop_nonspeech
+from streamer.core.language import LanguagePolicy
 from streamer.core.prompt import PromptBuilder
 from streamer.core.probe import convincing
 from streamer.core.punctuation import HeldPunctuation
@@ -61,6 +62,7 @@ class _InFlight:
     timemap: TimeMap
     pause_start: float = 0.0
     prompt: str = ""
+    language: str | None = None  # what the window was decoded in (None: as the engine detected)
 
 
 class StreamProcessor:
@@ -82,6 +84,7 @@ class StreamProcessor:
         self._inflight: _InFlight | None = None
         self._finished = False
         self._seq = 0
+        self._language = LanguagePolicy(self.language)
         self._last_language: str | None = self.language
         self._last_tentative: tuple[Word, ...] = ()
         self._utterance_done = False  # an utterance was completed since the last event
@@ -126,6 +129,10 @@ class StreamProcessor:
             log.debug("%s decode heard nothing with a prompt: retrying without it", inflight.kind)
             self._prompt.reset(len(self._committed))
             return None
+        if not verdict.rejected and self._wrong_language(inflight, hypothesis):
+            if inflight.kind in ("final", "forced"):
+                return None  # this window's audio is about to leave the buffer: decode it again in the new language
+            return self._event([])  # nothing from a window that may be in the wrong language
         new = self._apply(inflight, words, verdict.rejected)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s [%.2f-%.2f] heard %r -> committed %r, tentative %r", inflight.kind,
@@ -138,9 +145,23 @@ class StreamProcessor:
         if verdict.suspect:
             self._prompt.reset(len(self._committed))
         utterance.decoded_until = max(utterance.decoded_until, inflight.timemap.end)
-        if hypothesis.language:
-            self._last_language = hypothesis.language
+        self._last_language = self._language.current or hypothesis.language or self._last_language
         return self._event(new)
+
+    def _wrong_language(self, inflight: _InFlight, hypothesis: Hypothesis) -> bool:
+        """Weigh the window's language evidence; True if its words must not be trusted.
+
+        That is when another language is challenging the stream's (pending, or it just took
+        over: then the earlier hypotheses, in the old language, are forgotten too).
+        """
+        window = sum(n for _, n in inflight.timemap.runs) / SAMPLE_RATE
+        before = self._language.current
+        self._language.observe(hypothesis.language, hypothesis.language_probs, window)
+        switched = before is not None and self._language.current != before
+        if switched:
+            log.info("language %s -> %s", before, self._language.current)
+            self._agreement.reset_history()
+        return switched or self._language.unsure
 
     def _probe_result(self, inflight: _InFlight, hypothesis: Hypothesis, verdict) -> TranscriptEvent | None:
         """Speech the VAD missed is adopted as an utterance; its words start the agreement."""
@@ -274,12 +295,11 @@ class StreamProcessor:
             pause_start, utterance.pause_at = utterance.pause_at, None
             utterance.heard_speech = False
         prompt = self._prompt.build(self._committed, before=timemap.start)
-        self._inflight = _InFlight(utterance, kind, timemap, pause_start, prompt)
+        choice = self._language.choice()
+        self._inflight = _InFlight(utterance, kind, timemap, pause_start, prompt, choice.language)
         self.max_window_seconds = max(self.max_window_seconds, audio.size / SAMPLE_RATE)
-        if self.vocabulary:  # first in the context, so the engine's left trim takes rolling text first
-            prompt = f"{self.vocabulary} {prompt}".strip()
-        return DecodeRequest(audio=audio, prompt=prompt, language=self.language, task=self.task,
-                             offset=timemap.start)
+        return DecodeRequest(audio=audio, prompt=prompt, language=choice.language, task=self.task,
+                             offset=timemap.start, vocabulary=self.vocabulary, detect_language=choice.detect)
 
     # ----------------------------------------------------------------- results
 
