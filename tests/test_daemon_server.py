@@ -393,7 +393,7 @@ async def test_a_window_the_engine_rejects_fails_only_its_own_session():
     script = timeline_script(WORDS)
 
     def picky(request):
-        if "Zyzzogeton" in request.prompt:
+        if "Zyzzogeton" in request.vocabulary:
             raise EngineError("this window cannot be decoded")
         return script(request)
 
@@ -416,7 +416,7 @@ async def test_a_language_or_prompt_the_model_cannot_take_is_refused_at_start():
     assert unknown.errors == ["invalid_start"] and unknown.close_code == 1003
     assert "'xx'" in unknown.of("error")[0]["message"] and "de, " in unknown.of("error")[0]["message"]
     assert long.errors == ["invalid_start"] and "limit" in long.of("error")[0]["message"]
-    assert ok.close_code == 1000 and engine.calls[-1].prompt.startswith("Zyzzogeton, Kaltenbrunner")
+    assert ok.close_code == 1000 and engine.calls[-1].vocabulary == "Zyzzogeton, Kaltenbrunner"
 
 
 async def test_late_subscriber_gets_a_snapshot_then_every_later_word_once():
