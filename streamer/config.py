@@ -92,6 +92,8 @@ class ServerConfig(_Section):
                                       "(default: random per process, so only this process can resume)")
     resume_ttl: float = Field(600.0, gt=0, description="seconds a resume token stays valid after it was issued")
     max_resume_audio: float = Field(30.0, gt=0, description="seconds of retained audio a resume may replay")
+    drain_grace: float = Field(10.0, ge=0, description="on SIGTERM, seconds finishing sessions get before the "
+                               "daemon exits (live streams are told to resume elsewhere at once)")
 
     @model_validator(mode="after")
     def _tls_pair(self) -> "ServerConfig":

@@ -37,6 +37,7 @@ class CloseCode(IntEnum):
     POLICY = 1008
     TOO_BIG = 1009
     INTERNAL = 1011
+    SERVICE_RESTART = 1012  # the server is draining: resume the stream elsewhere
     TRY_AGAIN = 1013
 
 
@@ -220,6 +221,13 @@ def transcript(seq: int, committed: Iterable[Any], tentative: Iterable[Any], lan
 def speech(state: str, at: float) -> dict:
     """``speech`` (opt-in with ``"vad_events": true``): the VAD heard speech start or stop at audio time ``at``."""
     return {"type": "speech", "state": state, "at": round(at, 3)}
+
+
+def reconnect(session: str, resume: str, committed_until: float, seq: int) -> dict:
+    """``reconnect``: this server is going away; resume the stream (on any server) with ``resume``,
+    replaying the audio from ``committed_until``."""
+    return {"type": "reconnect", "session": session, "resume": resume, "committed_until": round(committed_until, 3),
+            "seq": seq}
 
 
 def end(session: str, text: str, audio_seconds: float) -> dict:

@@ -18,7 +18,7 @@ import soxr
 from websockets.asyncio.client import connect
 
 from support import s16, scaled, wait_until, word_distance, words
-from support.ws import Result, collect, run_stream
+from support.ws import Result, collect, http_get, run_stream
 from streamer.audio import load_audio
 from streamer.config import load_settings
 from streamer.daemon.app import serve_forever
@@ -100,8 +100,8 @@ async def test_eight_concurrent_clients_each_get_their_own_transcript(tiny_engin
     print(f"\nloop stall max {stall * 1000:.1f} ms; batches {stats.batches}, mean size {stats.mean_batch:.2f}")
 
 
-async def test_sigterm_finishes_live_sessions_and_exits_zero(tiny_engine, jfk):
-    """``serve_forever`` (what ``streamer serve`` runs) with a real SIGTERM delivered to this process."""
+async def test_sigint_finishes_live_sessions_and_exits_zero(tiny_engine, jfk):
+    """``serve_forever`` (what ``streamer serve`` runs) with a real SIGINT (Ctrl+C) delivered to this process."""
     started: asyncio.Future = asyncio.get_running_loop().create_future()
     daemon = asyncio.ensure_future(serve_forever(e2e_settings(**{"server.port": 0}), engine=tiny_engine,
                                                  on_started=started.set_result))
@@ -113,12 +113,56 @@ async def test_sigterm_finishes_live_sessions_and_exits_zero(tiny_engine, jfk):
         await ws.send(s16(jfk))
         await wait_until(lambda: any(live.session.audio_seconds >= 10.9 for live in server.host.live.values()),
                          30, what="the clip to be received")
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)
         result = await asyncio.wait_for(reader, scaled(120))
     assert await asyncio.wait_for(daemon, scaled(30)) == 0
-    assert result.events[-1]["type"] == "end" and result.close_code == 1001
+    assert result.events[-1]["type"] == "end" and result.close_code == 1001, (result.close_code, result.events[-3:])
     assert "country" in words(result.events[-1]["text"])
     assert result.events[-1]["audio_seconds"] == pytest.approx(11.0, abs=0.05)
+
+
+async def test_sigterm_drains_and_a_live_stream_resumes_on_another_daemon(tiny_engine, jfk):
+    """SIGTERM: /healthz says draining, the live stream gets ``reconnect`` + close 1012, and another
+    daemon with the same secret continues it from the token: the whole clip, no word twice."""
+    shared = {"server.port": 0, "server.resume_secret": "replicas-share-this"}
+    started: asyncio.Future = asyncio.get_running_loop().create_future()
+    daemon = asyncio.ensure_future(serve_forever(e2e_settings(**shared), engine=tiny_engine,
+                                                 on_started=started.set_result))
+    server = await asyncio.wait_for(started, scaled(30))
+    audio = s16(jfk)
+    half = len(audio) // 2 // 2 * 2
+    async with connect(server.url + "/v1/listen") as ws:
+        await ws.send(json.dumps({"type": "start", "language": "en"}))
+        ready = json.loads(await ws.recv())
+        seen = Result()
+        reader = asyncio.ensure_future(collect(ws, seen))
+        for i in range(0, half, 6400):  # the first 5.5 s, a little faster than real time
+            await ws.send(audio[i:min(i + 6400, half)])
+            await asyncio.sleep(0.1)
+        await wait_until(lambda: [w for e in seen.of("transcript") for w in e["committed"]], 60, what="a commit")
+        os.kill(os.getpid(), signal.SIGTERM)
+        await wait_until(lambda: server.draining, 10, what="draining")
+        health = (await http_get(server.http_url + "/healthz"))
+        first = await asyncio.wait_for(reader, scaled(60))
+    assert await asyncio.wait_for(daemon, scaled(30)) == 0
+    assert health[0] == 503 and health[2].strip() == b"draining"
+    assert first.close_code == 1012
+    move = first.of("reconnect")[-1]
+    assert move["session"] == ready["session"]
+    tokens = [e.get("resume") for e in first.events if e.get("resume")]
+    assert tokens[-1] == move["resume"]                                   # the newest state
+    resume_at = int(round(move["committed_until"] * 16000)) * 2
+    async with running_server(e2e_settings(**shared), tiny_engine) as other:
+        claim = {"session": move["session"], "token": move["resume"], "seq": move["seq"],
+                 "committed_until": move["committed_until"], "retained_seconds": (len(audio) - resume_at) / 32000}
+        second = await run_stream(other.url, audio[resume_at:], {"language": "en", "resume": claim}, frame=6400)
+    assert second.events[0]["type"] == "ready" and second.events[0]["session"] == ready["session"]
+    assert second.of("transcript")[0]["seq"] == move["seq"] + 1
+    text = "".join(first.committed + second.committed)
+    assert word_distance(text, offline_text(tiny_engine, jfk)) <= 3, text
+    assert len(words(text)) == len(set(zip(words(text), range(len(words(text))))))  # well formed
+    starts = [w["start"] for r in (first, second) for e in r.of("transcript") for w in e["committed"]]
+    assert starts == sorted(starts) and starts[-1] <= 11.0                 # one timeline, nothing twice
 
 
 async def test_captured_audio_reaches_caption_subscribers(tiny_engine, shared_data):

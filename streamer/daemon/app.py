@@ -1,8 +1,10 @@
 """``streamer serve``: the daemon process: flags, signals, model loading, local capture.
 
 The server answers ``/healthz`` with 503 while the model loads in a worker thread, so a
-supervisor or load balancer sees the process at once; SIGTERM/SIGINT finish every session
-before exit 0.
+supervisor or load balancer sees the process at once. SIGINT (Ctrl+C) finishes every session
+here (all audio decoded, ``end`` sent) before exit 0; SIGTERM (what orchestrators send) drains:
+``/healthz`` turns ``draining``, finishing sessions get ``server.drain_grace`` seconds, and live
+streams are told to resume on another server (close 1012) before exit 0.
 """
 
 from __future__ import annotations
@@ -96,11 +98,12 @@ async def serve_forever(settings: Settings, *, captures: Sequence[MicConfig] = (
     server = StreamerServer(settings)
     await server.start()
     stop = asyncio.Event()
+    drain = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, lambda: (drain.set(), stop.set()))
     try:
-        return await _serve(server, settings, stop, captures, engine, on_started)
+        return await _serve(server, settings, stop, drain, captures, engine, on_started)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
@@ -120,8 +123,9 @@ async def _load(settings: Settings, stop: asyncio.Event) -> Engine | None:
     return engine
 
 
-async def _serve(server: StreamerServer, settings: Settings, stop: asyncio.Event, captures: Sequence[MicConfig],
-                 engine: Engine | None, on_started: Callable[[StreamerServer], Any] | None) -> int:
+async def _serve(server: StreamerServer, settings: Settings, stop: asyncio.Event, drain: asyncio.Event,
+                 captures: Sequence[MicConfig], engine: Engine | None,
+                 on_started: Callable[[StreamerServer], Any] | None) -> int:
     if engine is None:
         try:
             engine = await _load(settings, stop)
@@ -148,5 +152,7 @@ async def _serve(server: StreamerServer, settings: Settings, stop: asyncio.Event
     if on_started is not None:
         on_started(server)
     await stop.wait()
+    if drain.is_set():  # SIGTERM (an orchestrator): live streams resume elsewhere; SIGINT (a person): flush here
+        await server.drain(settings.server.drain_grace)
     await server.shutdown()
     return 0

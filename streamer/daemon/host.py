@@ -236,6 +236,13 @@ class SessionHost:
             if session.id in self.live and self.live[session.id].session is session:
                 del self.live[session.id]
 
+    async def detach(self, session: Session) -> None:
+        """Let go of a stream that continues elsewhere: no more decoding, nothing more sent for it."""
+        await self.scheduler.call(session.abandon)
+        self.scheduler.remove(session)
+        if session.id in self.live and self.live[session.id].session is session:
+            del self.live[session.id]
+
     async def snapshot(self, session_id: str) -> dict | None:
         """A catch-up ``transcript`` for a subscriber joining a live session.
 

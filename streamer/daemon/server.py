@@ -42,6 +42,7 @@ class StreamerServer:
         self.port: int = 0
         self._ssl = self._ssl_context()
         self._shutdown = asyncio.Event()
+        self._draining = asyncio.Event()
         self._handlers: set[asyncio.Task] = set()
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -124,9 +125,26 @@ class StreamerServer:
 
     # ------------------------------------------------------------- HTTP
     async def _healthz(self, request: web.Request) -> web.Response:
+        if self._draining.is_set() and not self._shutdown.is_set():
+            return http.text(503, "draining")
         if self.host.ready and not self._shutdown.is_set():
             return http.text(200, "ok")
         return http.text(503, "loading model" if not self.host.ready else "shutting down")
+
+    @property
+    def draining(self) -> bool:
+        return self._draining.is_set()
+
+    async def drain(self, grace: float) -> None:
+        """SIGTERM: ``/healthz`` says draining at once (a load balancer stops sending sessions here),
+        new sessions are refused, sessions that are finishing get ``grace`` seconds, and live streams
+        are told to resume elsewhere (``reconnect`` with their resume token, close 1012). Their state
+        is on the client's side, so no audio and no committed word is lost."""
+        log.info("draining: %d live session(s)", len(self.host.live))
+        self._draining.set()
+        pending = [t for t in self._handlers if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=grace)
 
     def _count_subscribers(self) -> None:
         self.metrics.subscribers.set(self.host.hub.count())
@@ -146,10 +164,12 @@ class StreamerServer:
 
         return run
 
-    async def _accept(self, request: web.Request) -> tuple[web.WebSocketResponse, Outbox]:
+    async def _accept(self, request: web.Request, heartbeat: float | None = None) -> tuple[web.WebSocketResponse, Outbox]:
+        """Upgrade to a websocket. ``heartbeat`` pings only suit a connection that is always being read:
+        aiohttp handles pongs in ``receive()``, and a stream's reader pauses for backpressure."""
         cfg = self.settings.server
         # over max_msg_size aiohttp closes with 1009 by itself; the session refuses smaller oversize frames
-        ws = web.WebSocketResponse(max_msg_size=max(cfg.max_frame_bytes * 4, 1 << 16), heartbeat=PING_INTERVAL,
+        ws = web.WebSocketResponse(max_msg_size=max(cfg.max_frame_bytes * 4, 1 << 16), heartbeat=heartbeat,
                                    timeout=CLOSE_TIMEOUT)
         await ws.prepare(request)
         return ws, Outbox(ws, request.transport, cfg.send_queue, self.metrics)
@@ -167,6 +187,10 @@ class StreamerServer:
             await self._reject(outbox, "not_ready", "the model is still loading; retry in a few seconds",
                                Close(CloseCode.TRY_AGAIN, "model loading"))
             return ws
+        if self._draining.is_set():
+            await self._reject(outbox, "server_busy", "this server is draining for a restart; connect to "
+                               "another one (or retry)", Close(CloseCode.TRY_AGAIN, "draining"))
+            return ws
         if host.at_capacity():
             await self._reject(outbox, "server_busy", f"the server is at its limit of "
                                f"{self.settings.server.max_sessions} sessions; retry later",
@@ -181,43 +205,63 @@ class StreamerServer:
             return ws
         session = host.new_session(defaults, autostart=bool(fields))
         host.register(session, outbox, session_keys(session.id, query.get("source")))
+        moved = False
         try:
-            await self._read_loop(ws, session, outbox)
+            moved = await self._read_loop(ws, session, outbox)
         finally:
-            await host.finalise(session)
-            await outbox.finish(timeout=5)
+            answering = asyncio.ensure_future(self._ignore_frames(ws))  # pings still get their pongs
+            try:
+                await (host.detach(session) if moved else host.finalise(session))
+                await outbox.finish(timeout=5)
+            finally:
+                answering.cancel()
         return ws
 
-    async def _read_loop(self, ws: web.WebSocketResponse, session, outbox: Outbox) -> None:
+    @staticmethod
+    async def _ignore_frames(ws: web.WebSocketResponse) -> None:
+        """Read and drop what a client still sends while its last words are decoded: aiohttp answers
+        the client's keepalive pings only inside ``receive()``."""
+        with contextlib.suppress(Exception):
+            while (await ws.receive()).type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                pass
+
+    async def _read_loop(self, ws: web.WebSocketResponse, session, outbox: Outbox) -> bool:
+        """Read client frames until stop, close, idle timeout or shutdown; True if the stream moves elsewhere."""
         idle = self.settings.server.idle_timeout
-        shutdown = asyncio.ensure_future(self._shutdown.wait())
+        stopping = {asyncio.ensure_future(self._shutdown.wait()), asyncio.ensure_future(self._draining.wait())}
         recv: asyncio.Future | None = None
         try:
             while outbox.closing is None and session.reading:
                 await self.host.backpressure(session)
                 recv = recv or asyncio.ensure_future(ws.receive())
-                done, _ = await asyncio.wait({recv, shutdown}, timeout=idle, return_when=asyncio.FIRST_COMPLETED)
-                if shutdown in done:
+                done, _ = await asyncio.wait({recv, *stopping}, timeout=idle, return_when=asyncio.FIRST_COMPLETED)
+                if self._draining.is_set() and session.resumable:
+                    self.host.deliver(session.id, [await self.host.scheduler.call(session.reconnect_message)])
+                    outbox.override = Close(CloseCode.SERVICE_RESTART, "draining: resume on another server")
+                    return True
+                if done & stopping:
                     outbox.override = Close(CloseCode.GOING_AWAY, "server shutting down")
-                    return
+                    return False
                 if not done:
                     self.host.deliver(session.id, [protocol.error(
                         "idle_timeout", f"no message for {idle:g} s; the session was finished and closed")])
                     outbox.override = Close(CloseCode.POLICY, "idle timeout")
-                    return
+                    return False
                 message, recv = recv.result(), None
                 if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                     log.info("session %s: client closed without stop; finishing server-side", session.id)
-                    return
+                    return False
                 await self.host.receive(session, message.data)
+            return False
         finally:
-            shutdown.cancel()
+            for waiter in stopping:
+                waiter.cancel()
             if recv is not None:
                 recv.cancel()
                 await asyncio.gather(recv, return_exceptions=True)
 
     async def _captions(self, request: web.Request) -> web.StreamResponse:
-        ws, outbox = await self._accept(request)
+        ws, outbox = await self._accept(request, heartbeat=PING_INTERVAL)
         host, query = self.host, request.query
         if query.get("session"):
             sid, source = query["session"], None

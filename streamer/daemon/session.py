@@ -248,6 +248,15 @@ class Session:
         return self._error("internal_error", f"decoding failed ({type(exc).__name__}: {exc}); the session "
                            "was closed, reconnect to start a new one", Close(CloseCode.INTERNAL, "decode failed"))
 
+    @property
+    def resumable(self) -> bool:
+        """A live stream whose client can carry on elsewhere with a resume token."""
+        return self._resumer is not None and self.state is SessionState.STARTED
+
+    def reconnect_message(self) -> dict:
+        state = self._state()
+        return protocol.reconnect(self.id, self._resumer.token(state), state.committed_until, state.seq)
+
     def abandon(self) -> None:
         """Another connection resumed this stream: stop here, decode nothing more, send nothing."""
         self.state, self._gone = SessionState.ENDED, True
