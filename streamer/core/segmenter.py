@@ -75,7 +75,8 @@ class Segmenter:
 
     # ----------------------------------------------------------------- audio in
     def feed(self, samples: np.ndarray) -> None:
-        """Validated 16 kHz mono float32, any length."""
+        """16 kHz mono float32, any length (checked, and copied: the buffer keeps it)."""
+        samples = _validated(samples)
         self.received += samples.size
         if self.gate is None:
             self._append(self._ensure_open(), self.position, samples)
@@ -240,3 +241,16 @@ class Segmenter:
                 self._on_settled(utterance)  # the pause decode already committed all of it
                 return
         self.closed.append(utterance)
+
+
+def _validated(samples: np.ndarray) -> np.ndarray:
+    if not isinstance(samples, np.ndarray):
+        raise ValueError(f"samples must be a numpy array, got {type(samples).__name__}")
+    if samples.ndim != 1:
+        raise ValueError(f"samples must be 1-D mono audio, got shape {samples.shape}")
+    if samples.dtype.kind != "f":
+        raise ValueError(f"samples must be float32 in [-1, 1], got {samples.dtype} (use streamer.audio.pcm_to_float32)")
+    samples = samples.astype(np.float32, copy=True)  # the buffer keeps it: never alias the caller's array
+    if not np.all(np.isfinite(samples)):
+        raise ValueError("samples contain NaN or infinite values")
+    return samples

@@ -33,25 +33,20 @@ from streamer.config import StreamConfig
 from streamer.core.agreement import LocalAgreement, new_words_after
 from streamer.core.buffer import TimeMap
 from streamer.core.events import SpeechBoundary, TranscriptEvent
-from streamer.core.guards import assess, drop_nonspeech
+from streamer.core.guards import assess
 from streamer.core.language import LanguagePolicy
 from streamer.core.prompt import PromptBuilder
 from streamer.core.probe import convincing
 from streamer.core.punctuation import HeldPunctuation
 from streamer.core.segmenter import Segmenter, Utterance
+from streamer.core.window import cut_before_word, forced_cut, stream_words, trim_point
 from streamer.hypothesis import SAMPLE_RATE, DecodeRequest, Engine, Hypothesis, Word
 from streamer.vad import SpeechDetector
 
 log = logging.getLogger(__name__)
 
-BEYOND_END = 0.2        # s: words starting this far past the window's audio are invented
-NONSPEECH_TOLERANCE = 0.1  # s: Whisper's word times are this loose; a word farther from speech is invented
 PAUSE_START_SLACK = 0.05  # s: a word must start this much before the pause to be committed by it
 PAUSE_MIN_PROBABILITY = 0.1  # a pause commit (one hypothesis, no agreement) stops at a word less sure than this
-KEEP_AFTER_TRIM = 0.5   # a trim keeps about this fraction of trim_to (committed audio as context)
-SENTENCE_LOOKBACK = 3.0  # s: a sentence end this far before the ideal cut is preferred to it
-SENTENCE_END = (".", "?", "!", "。", "？", "！")
-MAX_WORD_SECONDS = 0.5  # plus 0.15 s per character: Whisper stretches a window's last word to its end
 Kind = Literal["update", "final", "forced", "pause", "probe"]
 
 
@@ -96,7 +91,7 @@ class StreamProcessor:
         """Add 16 kHz mono float32 audio (any length)."""
         if self._finished:
             raise RuntimeError("feed() after finish()")
-        self._audio.feed(_validated(samples))
+        self._audio.feed(samples)
 
     def next_request(self) -> DecodeRequest | None:
         """The decode that is due now, if any (at most one in flight)."""
@@ -304,20 +299,7 @@ class StreamProcessor:
     # ----------------------------------------------------------------- results
 
     def _stream_words(self, words: tuple[Word, ...], timemap: TimeMap) -> list[Word]:
-        """Window times -> stream times; drop words past the audio or in VAD non-speech."""
-        length = sum(n for _, n in timemap.runs) / SAMPLE_RATE
-        out = []
-        for w in words:
-            if "\ufffd" in w.word:  # never commit a broken character, whatever the engine sends
-                w = Word(w.word.replace("\ufffd", ""), w.start, w.end, w.probability)
-            if w.start > length + BEYOND_END or not w.word.strip():
-                continue
-            start = timemap.to_stream(w.start)
-            longest = MAX_WORD_SECONDS + 0.15 * len(w.word.strip())
-            end = max(timemap.to_stream(min(w.end, length, w.start + longest)), start)
-            out.append(Word(w.word, round(start, 3), round(end, 3), w.probability))
-        regions = self._audio.speech_regions()
-        return out if regions is None else drop_nonspeech(out, regions, NONSPEECH_TOLERANCE)
+        return stream_words(words, timemap, self._audio.speech_regions())
 
     def _apply(self, inflight: _InFlight, words: list[Word], rejected: bool) -> list[Word]:
         kind, utterance, timemap = inflight.kind, inflight.utterance, inflight.timemap
@@ -354,12 +336,9 @@ class StreamProcessor:
 
     def _forced(self, utterance: Utterance, words: list[Word], timemap: TimeMap) -> list[Word]:
         """The buffer hit its cap: commit the words of the window's first part and cut there."""
-        cut = timemap.to_stream(self.config.max_buffer - self.config.trim_to)
+        cut = forced_cut(timemap, self.config.max_buffer, self.config.trim_to)
         new = self._agreement.commit_until(words, cut)
-        tail = self._agreement.tentative
-        trim_at = cut
-        if tail and tail[0].start < cut and tail[0].start > timemap.start + 0.5:
-            trim_at = tail[0].start  # do not cut a word in two: it is decoded again next time
+        trim_at = cut_before_word(cut, self._agreement.tentative, timemap.start)
         log.debug("buffer over %.1f s cap: forced commit of %d words, cut at %.2f",
                   self.config.max_buffer, len(new), trim_at)
         utterance.buffer.trim_before(trim_at)
@@ -368,34 +347,15 @@ class StreamProcessor:
         return new
 
     def _trim(self, utterance: Utterance) -> None:
-        """Past ``trim_to`` seconds, cut at a committed word boundary, keeping about half of that.
-
-        Some already-committed audio stays as context: a window that starts right at the
-        uncommitted words (often mid-sentence, a second or two long) is where Whisper, small
-        models especially, garbles or drops words. A sentence end is preferred as the cut.
-        """
+        """Past ``trim_to`` seconds, cut at a committed word boundary (see :func:`trim_point`)."""
         buffer = utterance.buffer
         if buffer.seconds <= self.config.trim_to:
             return
-        committed = self._agreement.committed
-        target = buffer.end - self.config.trim_to * KEEP_AFTER_TRIM
-        inside = []  # indices of committed words in the buffer, newest first
-        for i in range(len(committed) - 1, -1, -1):
-            if committed[i].start < buffer.start:
-                break
-            inside.append(i)
-        if not inside:
-            return
-        early = [i for i in inside if committed[i].end <= target] or inside[:1]
-        sentence = [i for i in early if committed[i].end >= target - SENTENCE_LOOKBACK
-                    and committed[i].word.rstrip().endswith(SENTENCE_END)]
-        pick = (sentence or early)[0]
-        following = committed[pick + 1] if pick + 1 < len(committed) else next(iter(self._agreement.tentative), None)
-        trim_at = committed[pick].end
-        if following is not None and following.start > trim_at:
-            trim_at = (trim_at + following.start) / 2
-        buffer.trim_before(trim_at)
-        self._audio.forget_regions_before_buffer(utterance)
+        cut = trim_point(buffer.start, buffer.end, self._agreement.committed, self._agreement.tentative,
+                         self.config.trim_to)
+        if cut is not None:
+            buffer.trim_before(cut)
+            self._audio.forget_regions_before_buffer(utterance)
 
     def _retire(self, utterance: Utterance) -> None:
         self._utterance_done = True
@@ -422,19 +382,6 @@ class StreamProcessor:
         self._seq += 1
         return TranscriptEvent(seq=self._seq, committed=tuple(new), tentative=tentative,
                                language=self._last_language, audio_seconds=self.audio_seconds, final=final)
-
-
-def _validated(samples: np.ndarray) -> np.ndarray:
-    if not isinstance(samples, np.ndarray):
-        raise ValueError(f"samples must be a numpy array, got {type(samples).__name__}")
-    if samples.ndim != 1:
-        raise ValueError(f"samples must be 1-D mono audio, got shape {samples.shape}")
-    if samples.dtype.kind != "f":
-        raise ValueError(f"samples must be float32 in [-1, 1], got {samples.dtype} (use streamer.audio.pcm_to_float32)")
-    samples = samples.astype(np.float32, copy=True)  # the buffer keeps it: never alias the caller's array
-    if not np.all(np.isfinite(samples)):
-        raise ValueError("samples contain NaN or infinite values")
-    return samples
 
 
 def run_until_idle(processor: StreamProcessor, engine: Engine) -> list[TranscriptEvent]:

@@ -1,0 +1,45 @@
+"""Text quality through the real daemon: a vocabulary prompt, and whole characters in Mandarin.
+
+The clips are espeak-ng speech made by tests/audio/make_audio.sh.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamer.audio import load_audio
+from streamer.daemon.server import running_server
+from support import s16, scaled
+from support.ws import run_stream, settings
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(scaled(600))]
+
+AUDIO = __import__("pathlib").Path(__file__).parent / "audio"
+
+
+def e2e(**overrides):
+    return settings(**{"stream.use_vad": True, "stream.min_chunk": 1.0, **overrides})
+
+
+async def test_a_vocabulary_prompt_spells_a_made_up_name(tiny_engine):
+    audio = s16(load_audio(AUDIO / "made_up_name.wav"))
+    async with running_server(e2e(), tiny_engine) as server:
+        plain = await run_stream(server.url, audio, {"language": "en"}, frame=6400)
+        primed = await run_stream(server.url, audio, {"language": "en", "prompt": "Zorbulon Quixtaff"}, frame=6400)
+    assert plain.close_code == primed.close_code == 1000
+    assert primed.text.count("Zorbulon Quixtaff") == 2, primed.text
+    assert plain.text.count("Zorbulon Quixtaff") < 2, plain.text  # the prompt is what spelled it
+
+
+async def test_mandarin_through_the_daemon_never_breaks_a_character(base_engine):
+    audio = s16(load_audio(AUDIO / "mandarin_espeak.wav"))
+    async with running_server(e2e(**{"engine.model": "base"}), base_engine) as server:
+        result = await run_stream(server.url, audio, {}, frame=6400)
+    assert result.close_code == 1000
+    every_word = [w["word"] for e in result.of("transcript") for w in e["committed"] + e["tentative"]]
+    assert every_word and not any("\ufffd" in w for w in every_word), every_word
+    assert {e["language"] for e in result.of("transcript") if e["committed"]} == {"zh"}
+    cjk = [c for c in result.text if "\u4e00" <= c <= "\u9fff"]
+    assert len(cjk) >= 10, result.text
+    assert np.all([ord(c) != 0xFFFD for c in result.events[-1]["text"]])
