@@ -66,6 +66,7 @@ class Segmenter:
         self.closed: deque[Utterance] = deque()
         self._boundaries: list[SpeechBoundary] = []
         self.probe = Probe()
+        self._context: AudioBuffer | None = None  # a retired utterance's tail, for the next one
 
     def start_at(self, sample: int) -> None:
         """Begin the timeline at ``sample`` (a resumed stream continues its original timeline)."""
@@ -140,12 +141,17 @@ class Segmenter:
     def reject_probe(self) -> None:
         self.probe.rejected()
 
-    def retire(self, utterance: Utterance) -> None:
-        """Every word of a closed utterance is committed: forget it and its speech spans."""
+    def retire(self, utterance: Utterance, context_from: float | None = None) -> None:
+        """Every word of a closed utterance is committed: forget it and its speech spans, except the audio
+        from ``context_from`` on, which the next utterance is decoded after (if it comes soon)."""
         if self.closed and self.closed[0] is utterance:
             self.closed.popleft()
+        self._context = None
+        if context_from is not None and context_from < utterance.buffer.end:
+            utterance.buffer.trim_before(context_from)
+            self._context = utterance.buffer
         if self.gate is not None:
-            self.gate.forget_before(utterance.buffer.end)
+            self.gate.forget_before(utterance.buffer.start if self._context else utterance.buffer.end)
 
     def forget_regions_before_buffer(self, utterance: Utterance) -> None:
         """VAD spans before the buffer are no longer needed: keeps an hour-long utterance flat."""
@@ -218,7 +224,12 @@ class Segmenter:
 
     def _ensure_open(self) -> Utterance:
         if self.open is None:
-            self.open = Utterance(AudioBuffer(), decoded_until=self.position / SAMPLE_RATE)
+            context, self._context = self._context, None
+            recent = context is not None and self.position / SAMPLE_RATE - context.end <= self.config.long_silence
+            if recent:  # the last utterance's tail leads the window: its words are heard in context
+                self.open = Utterance(context, decoded_until=context.end)
+            else:
+                self.open = Utterance(AudioBuffer(), decoded_until=self.position / SAMPLE_RATE)
         return self.open
 
     def _append(self, utterance: Utterance, position: int, samples: np.ndarray) -> None:

@@ -360,7 +360,9 @@ class StreamProcessor:
     def _retire(self, utterance: Utterance) -> None:
         self._utterance_done = True
         self._agreement.reset_history()
-        self._audio.retire(utterance)
+        carry = self.config.carry_context
+        keep = [w.start for w in self._agreement.committed if w.start >= utterance.buffer.end - carry] if carry else []
+        self._audio.retire(utterance, context_from=min(keep) if keep else None)
 
     def poll(self) -> TranscriptEvent | None:
         """Updates that wait for time, not for a decode: a held mark at the end or after a long
