@@ -84,7 +84,11 @@ class ServerConfig(_Section):
     allowed_origins: list[str] = Field(default_factory=list, description="browser Origin allow-list; empty = any")
     certfile: str | None = None
     keyfile: str | None = None
-    max_sessions: int = Field(16, ge=1)
+    max_sessions: int = Field(16, ge=1, description="hard cap on live sessions, whatever the capacity")
+    admission: Literal["capacity", "fixed"] = Field(
+        "capacity", description="capacity: admit while the measured engine load allows one more real-time stream")
+    target_utilisation: float = Field(0.85, gt=0, le=2, description="engine busy fraction admission keeps under")
+    latency_budget: float = Field(2.5, gt=0, description="s: no admission while a live stream lags more than this")
     max_frame_bytes: int = Field(1 << 20, ge=1024)
     idle_timeout: float = Field(60.0, gt=0, description="seconds without audio before a session is closed")
     max_pending_audio: float = Field(30.0, gt=1, description="undecoded seconds before reading pauses")

@@ -235,6 +235,6 @@ def end(session: str, text: str, audio_seconds: float) -> dict:
     return {"type": "end", "session": session, "text": text, "audio_seconds": round(audio_seconds, 3)}
 
 
-def error(code: str, message: str) -> dict:
-    """``error``: non-fatal unless a close follows it."""
-    return {"type": "error", "code": code, "message": message}
+def error(code: str, message: str, **extra: Any) -> dict:
+    """``error``: non-fatal unless a close follows it (``retry_after`` seconds on a refusal)."""
+    return {"type": "error", "code": code, "message": message, **extra}

@@ -18,6 +18,7 @@ import numpy as np
 
 from streamer import protocol
 from streamer.config import Settings
+from streamer.daemon.capacity import Capacity, Verdict
 from streamer.daemon.metrics import Metrics
 from streamer.daemon.outbox import Subscriber, put_all
 from streamer.daemon.resume import ResumeTokens, TokenResumer
@@ -94,7 +95,9 @@ class SessionHost:
     def attach_engine(self, engine: Engine) -> None:
         """Model loaded and warm: start scheduling (``/healthz`` turns 200)."""
         self.engine = engine
-        self.scheduler = Scheduler(engine, max_batch=self.settings.server.max_batch, metrics=self.metrics,
+        cfg = self.settings.server
+        capacity = Capacity(cfg.target_utilisation, cfg.latency_budget)
+        self.scheduler = Scheduler(engine, max_batch=cfg.max_batch, metrics=self.metrics, capacity=capacity,
                                    min_chunk=self.settings.stream.min_chunk)
         self.scheduler.start()
         self.metrics.ready.set(1)
@@ -124,8 +127,19 @@ class SessionHost:
             await self.scheduler.close()
 
     # ------------------------------------------------------------- sessions
+    def admission(self) -> Verdict:
+        """May one more stream start here? Refusals say why and when to try again."""
+        cfg = self.settings.server
+        if len(self.live) >= cfg.max_sessions:
+            return Verdict(False, 0.0, 0.0, f"the server is at its limit of {cfg.max_sessions} sessions",
+                           retry_after=10.0)
+        if cfg.admission == "fixed" or self.scheduler is None:
+            return Verdict(True, 0.0, float(cfg.max_sessions - len(self.live)))
+        worst = max((live.session.lag for live in self.live.values()), default=0.0)
+        return self.scheduler.capacity.verdict(time.perf_counter(), len(self.live), worst)
+
     def at_capacity(self) -> bool:
-        return len(self.live) >= self.settings.server.max_sessions
+        return not self.admission().admit
 
     def new_session(self, defaults: StartParams, *, autostart: bool = False, prefix: str = "") -> Session:
         """A session bound to this host's model and stream settings (not yet registered)."""

@@ -43,6 +43,10 @@ class Metrics:
         self.loop_stall_max = Gauge("streamer_loop_stall_max_seconds", "Longest event-loop stall seen",
                                     registry=r)
         self.ready = Gauge("streamer_model_ready", "1 when the model is loaded and warm", registry=r)
+        self.utilisation = Gauge("streamer_engine_utilisation", "Engine busy fraction over the last 30 s",
+                                 registry=r)
+        self.headroom = Gauge("streamer_capacity_headroom", "More real-time streams the measured load allows "
+                              "(+Inf before there is load to measure)", registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from streamer.daemon.capacity import Capacity
 from streamer.daemon.metrics import Metrics
 from streamer.daemon.session import Session
 from streamer.hypothesis import SAMPLE_RATE, DecodeRequest, Engine, Hypothesis
@@ -72,7 +73,7 @@ class Scheduler:
     """Owns the engine's worker thread and decides who is decoded when."""
 
     def __init__(self, engine: Engine, *, max_batch: int = 8, metrics: Metrics | None = None,
-                 min_chunk: float = 1.0) -> None:
+                 min_chunk: float = 1.0, capacity: Capacity | None = None) -> None:
         self.engine = engine
         self.max_batch = max(1, max_batch)
         self.metrics = metrics or Metrics()
@@ -87,6 +88,7 @@ class Scheduler:
         self._counter = itertools.count()
         self._task: asyncio.Task | None = None
         self.stats = DecodeStats()
+        self.capacity = capacity or Capacity()
 
     # ----------------------------------------------------------------- registry
     def add(self, session: Session, deliver: Deliver) -> None:
@@ -207,6 +209,7 @@ class Scheduler:
 
     def _record(self, requests: list[DecodeRequest], elapsed: float) -> None:
         self.stats.record(len(requests), elapsed)
+        self.capacity.decoded(time.perf_counter(), elapsed)
         self.metrics.decode_seconds.observe(elapsed)
         self.metrics.batch_size.observe(len(requests))
         self.metrics.decode_audio_seconds.inc(sum(len(r.audio) for r in requests) / SAMPLE_RATE)

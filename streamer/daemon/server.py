@@ -128,7 +128,8 @@ class StreamerServer:
         if self._draining.is_set() and not self._shutdown.is_set():
             return http.text(503, "draining")
         if self.host.ready and not self._shutdown.is_set():
-            return http.text(200, "ok")
+            admission = self.host.admission()
+            return http.text(200, "ok") if admission.admit else http.text(503, "saturated")
         return http.text(503, "loading model" if not self.host.ready else "shutting down")
 
     @property
@@ -148,6 +149,9 @@ class StreamerServer:
 
     def _count_subscribers(self) -> None:
         self.metrics.subscribers.set(self.host.hub.count())
+        admission = self.host.admission()
+        self.metrics.utilisation.set(round(admission.utilisation, 3))
+        self.metrics.headroom.set(admission.headroom if admission.admit else 0.0)
 
     # ------------------------------------------------------------- websockets
     def _tracked(self, handler):
@@ -174,9 +178,9 @@ class StreamerServer:
         await ws.prepare(request)
         return ws, Outbox(ws, request.transport, cfg.send_queue, self.metrics)
 
-    async def _reject(self, outbox: Outbox, code: str, message: str, close: Close) -> None:
+    async def _reject(self, outbox: Outbox, code: str, message: str, close: Close, **extra) -> None:
         self.metrics.errors.labels(code=code).inc()
-        outbox.put(protocol.error(code, message))
+        outbox.put(protocol.error(code, message, **extra))
         outbox.close(close)
         await outbox.finish(timeout=CLOSE_TIMEOUT)
 
@@ -191,10 +195,11 @@ class StreamerServer:
             await self._reject(outbox, "server_busy", "this server is draining for a restart; connect to "
                                "another one (or retry)", Close(CloseCode.TRY_AGAIN, "draining"))
             return ws
-        if host.at_capacity():
-            await self._reject(outbox, "server_busy", f"the server is at its limit of "
-                               f"{self.settings.server.max_sessions} sessions; retry later",
-                               Close(CloseCode.TRY_AGAIN, "too many sessions"))
+        admission = host.admission()
+        if not admission.admit:
+            await self._reject(outbox, "server_busy", f"{admission.reason}; retry in about "
+                               f"{admission.retry_after:.0f} s or use another server",
+                               Close(CloseCode.TRY_AGAIN, "server busy"), retry_after=admission.retry_after)
             return ws
         fields = protocol.start_query(query)
         try:
