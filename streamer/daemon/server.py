@@ -42,7 +42,8 @@ class StreamerServer:
         self.port: int = 0
         self._ssl = self._ssl_context()
         self._shutdown = asyncio.Event()
-        self._draining = asyncio.Event()
+        self._draining = asyncio.Event()   # /healthz says draining, new sessions are refused
+        self._moving = asyncio.Event()     # live streams are told to resume elsewhere
         self._handlers: set[asyncio.Task] = set()
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -136,13 +137,16 @@ class StreamerServer:
     def draining(self) -> bool:
         return self._draining.is_set()
 
-    async def drain(self, grace: float) -> None:
+    async def drain(self, grace: float, notice: float = 0.0) -> None:
         """SIGTERM: ``/healthz`` says draining at once (a load balancer stops sending sessions here),
         new sessions are refused, sessions that are finishing get ``grace`` seconds, and live streams
         are told to resume elsewhere (``reconnect`` with their resume token, close 1012). Their state
         is on the client's side, so no audio and no committed word is lost."""
         log.info("draining: %d live session(s)", len(self.host.live))
         self._draining.set()
+        if notice:
+            await asyncio.sleep(notice)
+        self._moving.set()
         pending = [t for t in self._handlers if not t.done()]
         if pending:
             await asyncio.wait(pending, timeout=grace)
@@ -233,14 +237,14 @@ class StreamerServer:
     async def _read_loop(self, ws: web.WebSocketResponse, session, outbox: Outbox) -> bool:
         """Read client frames until stop, close, idle timeout or shutdown; True if the stream moves elsewhere."""
         idle = self.settings.server.idle_timeout
-        stopping = {asyncio.ensure_future(self._shutdown.wait()), asyncio.ensure_future(self._draining.wait())}
+        stopping = {asyncio.ensure_future(self._shutdown.wait()), asyncio.ensure_future(self._moving.wait())}
         recv: asyncio.Future | None = None
         try:
             while outbox.closing is None and session.reading:
                 await self.host.backpressure(session)
                 recv = recv or asyncio.ensure_future(ws.receive())
                 done, _ = await asyncio.wait({recv, *stopping}, timeout=idle, return_when=asyncio.FIRST_COMPLETED)
-                if self._draining.is_set() and session.resumable:
+                if self._moving.is_set() and session.resumable:
                     self.host.deliver(session.id, [await self.host.scheduler.call(session.reconnect_message)])
                     outbox.override = Close(CloseCode.SERVICE_RESTART, "draining: resume on another server")
                     return True
