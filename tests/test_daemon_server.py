@@ -142,6 +142,22 @@ async def test_max_sessions_refuses_with_1013():
     assert extra.errors == ["server_busy"] and extra.close_code == 1013
 
 
+async def test_a_connection_reset_mid_stream_ends_only_that_session(caplog):
+    """A client whose TCP connection dies right after a ping (aiohttp answers pings inside receive, on a
+    now-closing transport): its session is finished quietly and the next client is served."""
+    async with running_server(settings(), scripted()) as server:
+        async with connect(server.url + "/v1/listen") as ws:
+            await ws.send(json.dumps({"type": "start"}))
+            assert json.loads(await ws.recv())["type"] == "ready"
+            await ws.send(pcm16(2.0))
+            await ws.ping()
+            ws.transport.abort()
+        await wait_until(lambda: not server.host.live, scaled(10), what="the reset session to end")
+        result = await run_stream(server.url, pcm16(4.0), {})
+    assert result.close_code == 1000 and result.committed == expected(4.0)
+    assert "Error handling request" not in caplog.text
+
+
 async def test_idle_client_is_finished_and_closed():
     async with running_server(settings(**{"server.idle_timeout": 0.5}), scripted()) as server:
         async with connect(server.url + "/v1/listen") as ws:

@@ -1,4 +1,4 @@
-"""``streamer bench {engine,align,stream,load,text}``: every speed or quality claim comes from one of these.
+"""``streamer bench {engine,align,stream,load,soak,text}``: every speed or quality claim comes from one of these.
 
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
 ``run(args) -> int``. They are imported only when their subcommand runs, so one missing or
@@ -18,12 +18,13 @@ BENCHES = {
     "align": ("streamer.bench.align", "accuracy of word times against sentence boundaries"),
     "stream": ("streamer.bench.stream", "streaming quality and latency of one real-time stream"),
     "load": ("streamer.bench.load", "N concurrent real-time clients against the daemon"),
+    "soak": ("streamer.bench.soak", "a daemon under clients joining and leaving: memory, fds, threads, tasks"),
     "text": ("streamer.bench.text", "committed text against an offline decode: case, breaks, characters, language"),
 }
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("bench", help="benchmarks (engine, align, stream, load, text)",
+    parser = subparsers.add_parser("bench", help="benchmarks (engine, align, stream, load, soak, text)",
                                    description="Benchmarks that print medians and the machine they ran on.")
     benches = parser.add_subparsers(dest="bench", metavar="BENCH")
     for name, (module, help_text) in BENCHES.items():

@@ -55,7 +55,7 @@ class Errors:
     def errors(self) -> int:
         return self.substitutions + self.deletions + self.insertions
 
-    def __add__(self, other: "Errors") -> "Errors":
+    def __add__(self, other: Errors) -> Errors:
         return Errors(self.reference + other.reference, self.substitutions + other.substitutions,
                       self.deletions + other.deletions, self.insertions + other.insertions)
 

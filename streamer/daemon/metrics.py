@@ -42,6 +42,8 @@ class Metrics:
                                     buckets=STALL_BUCKETS, registry=r)
         self.loop_stall_max = Gauge("streamer_loop_stall_max_seconds", "Longest event-loop stall seen",
                                     registry=r)
+        self.tasks = Gauge("streamer_asyncio_tasks", "asyncio tasks alive in the daemon (should stay flat)",
+                           registry=r)
         self.ready = Gauge("streamer_model_ready", "1 when the model is loaded and warm", registry=r)
         self.utilisation = Gauge("streamer_engine_utilisation", "Engine busy fraction over the last 30 s",
                                  registry=r)

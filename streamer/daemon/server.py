@@ -153,6 +153,7 @@ class StreamerServer:
 
     def _count_subscribers(self) -> None:
         self.metrics.subscribers.set(self.host.hub.count())
+        self.metrics.tasks.set(len(asyncio.all_tasks()))
         admission = self.host.admission()
         self.metrics.utilisation.set(round(admission.utilisation, 3))
         self.metrics.headroom.set(admission.headroom if admission.admit else 0.0)
@@ -256,7 +257,12 @@ class StreamerServer:
                         "idle_timeout", f"no message for {idle:g} s; the session was finished and closed")])
                     outbox.override = Close(CloseCode.POLICY, "idle timeout")
                     return False
-                message, recv = recv.result(), None
+                try:
+                    message, recv = recv.result(), None
+                except ConnectionError as exc:  # e.g. aiohttp answering a ping on a reset connection
+                    log.info("session %s: connection lost (%s); finishing server-side", session.id, exc)
+                    recv = None
+                    return False
                 if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                     log.info("session %s: client closed without stop; finishing server-side", session.id)
                     return False
