@@ -77,8 +77,14 @@ def test_batched_decode_matches_single_decodes_in_fp32(shared_data):
 
 
 def test_prompt_conditions_the_decode(tiny_engine, shared_data):
-    hyp = tiny_engine.decode(DecodeRequest(_jfk(shared_data), prompt="President Kennedy said:"))
-    assert "country" in hyp.text
+    """Whisper continues the prompt's style: without one it capitalises and punctuates; after a
+    lower-case, unpunctuated prompt it writes the same words lower-case and unpunctuated."""
+    plain = tiny_engine.decode(DecodeRequest(_jfk(shared_data))).text
+    styled = tiny_engine.decode(DecodeRequest(_jfk(shared_data), prompt="and so my fellow americans lowercase "
+                                              "words with no punctuation at all like this")).text
+    assert plain.startswith("And so my fellow Americans") and plain.endswith(".")
+    assert styled == styled.lower() and not any(mark in styled for mark in ".,!?")
+    assert "ask what you can do for your country" in styled
 
 
 @pytest.mark.parametrize("audio, message", [
