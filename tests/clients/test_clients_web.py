@@ -97,7 +97,8 @@ def test_page_listen_only_follows_a_source(daemon: ThreadedDaemon, browser, jfk_
 
     from streamer_clients.capture import WavCapture
     from streamer.protocol import StartParams
-    from streamer_clients.client import Endpoint, LiveSession
+    from streamer_clients.client import Endpoint
+    from streamer_clients.live import LiveSession
 
     page = browser.new_page()
     page.goto(daemon.http_url + "/?mode=listen&source=desk")
