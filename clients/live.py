@@ -90,7 +90,7 @@ class LiveSession:
                     raise
                 self.transcript.finish_segment()
                 delay = self.backoff.next_delay()
-                log.info("session lost (%s); resuming in %.1fs with %.1f s of uncommitted audio",
+                log.info("session lost (%s); reconnecting in %.1fs with %.1f s of uncommitted audio",
                          exc, delay, self.retained.seconds)
                 self.on_state(State.RECONNECTING, f"retry in {delay:.1f}s")
                 await asyncio.sleep(delay)
@@ -195,6 +195,8 @@ class LiveSession:
                 self._acknowledge(event)
                 log.info("daemon asked this stream to move (resume at %.2f s)", self.point.committed_until)
             elif kind == "end":
+                if not self._exhausted:  # the daemon finished the stream on its side (a shutdown)
+                    self._ended_early(event)
                 self.end_event = event
                 self.transcript.finish_segment()
                 self.on_update(self.transcript, [])
@@ -203,6 +205,15 @@ class LiveSession:
                 self.last_error = event
                 log.warning("daemon error %s: %s", event.get("code"), event.get("message"))
         raise Interrupted(f"connection closed without end ({ws.close_code} {ws.close_reason or ''})".strip())
+
+    def _ended_early(self, event: dict[str, Any]) -> None:
+        """Everything the daemon received is committed, but the stream goes on: what it did not
+        receive starts a new session (the last token would replay audio it already transcribed)."""
+        received = float(event.get("audio_seconds", self.point.committed_until) or 0.0)
+        self.retained.ack(self.offset + received)
+        self.point.clear()
+        log.info("daemon ended session %s at %.2f s; the rest of the stream continues in a new session",
+                 event.get("session"), received)
 
     def _acknowledge(self, event: dict[str, Any]) -> None:
         if self.point.update(event):
