@@ -23,10 +23,10 @@ from streamer_clients.live import LiveSession
 from support import scaled, wait_until, word_distance, words
 from support.replicas import Daemon, HAProxy, healthz
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 SECRET = "server.resume_secret=replicas-share-this"
-CLIPS = ["jfk/jfk.wav", "ljspeech/LJ001-0001.wav", "ljspeech/LJ001-0003.wav"]
+CLIPS = ["jfk/jfk.wav", "ljspeech/LJ001-0001.wav"]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,10 @@ def clips(shared_data, tiny_engine) -> list[tuple[np.ndarray, str]]:
 def replicas(tmp_path: Path):
     """Two daemons sharing a resume secret, behind HAProxy; yields (haproxy, d1, d2)."""
     notice = "server.drain_notice=1.5"  # /healthz says draining before streams move: HAProxy sees it first
-    daemons = [Daemon(tmp_path, f"d{i}", SECRET, notice, "server.drain_grace=10").start() for i in (1, 2)]
+    # fixed admission: on a loaded CI machine measured capacity would call both replicas 'saturated'
+    # and HAProxy would (rightly) route nothing; these tests are about failover, not admission
+    daemons = [Daemon(tmp_path, f"d{i}", SECRET, notice, "server.drain_grace=10", "server.admission=fixed").start()
+               for i in (1, 2)]
     proxy = None
     try:
         for d in daemons:
