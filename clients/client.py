@@ -200,19 +200,31 @@ async def subscribe(endpoint: Endpoint, on_event: Callable[[dict[str, Any]], Non
     stop = stop or asyncio.Event()
     backoff = backoff or Backoff()
     notify = on_state or (lambda s, d: None)
+    ended, followed, lost = False, False, 0
+
+    def watch(event: dict[str, Any]) -> None:
+        nonlocal ended
+        ended = ended or event.get("type") == "end"
+        on_event(event)
+
     while not stop.is_set():
         notify(State.CONNECTING if backoff.attempt == 0 else State.RECONNECTING, endpoint.url)
         try:
             async with await open_ws(endpoint, CAPTIONS_PATH, source=source, session=session) as ws:
                 notify(State.CONNECTED, endpoint.url)
                 backoff.reset()  # the next loss starts again from the shortest delay
-                await _pump_events(ws, on_event, stop)
+                followed, lost = True, 0
+                await _pump_events(ws, watch, stop)
         except websockets.exceptions.ConnectionClosedOK:
-            if session:  # a session subscription closes normally after that session's end
+            if session and ended:  # a session subscription closes normally after that session's end
                 notify(State.CLOSED, "session ended")
                 return
+            # closed without the session's end (a replica shutting down): the stream goes on elsewhere
         except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException) as exc:
-            if is_fatal(exc):
+            lost += 1
+            # a followed session that moved replicas may not be live anywhere for a moment (it is
+            # resuming), so its "unknown session" is retried a few times before it counts
+            if is_fatal(exc) and not (session and followed and lost <= 8):
                 notify(State.CLOSED, str(exc))
                 raise
             log.info("captions connection lost: %s", exc)
