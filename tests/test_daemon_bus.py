@@ -33,7 +33,7 @@ def redis_server(tmp_path):
 
 
 def bus_settings(url: str):
-    return settings(**{"engine.model": "tiny.en", "stream.language": "en", "server.bus": url})
+    return settings(**{"engine.model": "tiny.en", "stream.language": "en", "server.bus": url, "server.admission": "fixed"})
 
 
 async def follow(url: str, query: str, into: Result) -> asyncio.Future:

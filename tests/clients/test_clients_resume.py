@@ -78,7 +78,7 @@ def check_continuous(session: LiveSession, engine, audio: np.ndarray, sessions: 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 async def test_a_five_second_network_blip_is_resumed_with_nothing_lost_or_repeated(tiny_engine, jfk) -> None:
-    settings = client_settings(**{"stream.language": "en"})
+    settings = client_settings(**{"stream.language": "en", "server.admission": "fixed"})
     async with running_server(settings, tiny_engine) as server, BlipProxy(("127.0.0.1", server.port)) as proxy:
         session = LiveSession(Endpoint(proxy.url), StartParams(encoding="pcm_f32le", language="en"))
         streaming = asyncio.ensure_future(session.run(real_time(jfk)))
@@ -99,7 +99,8 @@ async def test_a_draining_daemon_hands_the_stream_to_another(tiny_engine, jfk, s
     not, B refuses the claim (``resume_invalid``) and the kept audio starts a new session there,
     its words shifted onto the stream's timeline: still nothing lost, nothing twice."""
     def replica(secret: str):
-        return running_server(client_settings(**{"stream.language": "en", "server.resume_secret": secret}),
+        return running_server(client_settings(**{"stream.language": "en", "server.resume_secret": secret,
+                                                "server.admission": "fixed"}),
                               tiny_engine)
 
     async with replica("shared-by-replicas") as a, replica(secret_b) as b, \
