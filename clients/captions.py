@@ -21,7 +21,8 @@ from streamer_clients import client
 from streamer_clients.capture import (CaptureError, MicCapture, StdinFormat, array_chunks, paced,
                                       read_wav_header, stdin_binary, stdin_chunks)
 from streamer.protocol import StartParams, is_punctuation
-from streamer_clients.client import Endpoint, LiveSession, State, Transcript, Word
+from streamer_clients.client import Endpoint, State, Transcript, Word
+from streamer_clients.live import LiveSession
 
 log = logging.getLogger("streamer.captions")
 

@@ -4,8 +4,8 @@ Every client (terminal captions, dictation, overlay) speaks only protocol v1 (do
 This module holds what they share so each stays a thin program:
 
 * ``Endpoint`` resolution: flags > ``STREAMER_URL``/``STREAMER_TOKEN`` > config file > default;
-* ``Backoff`` and ``subscribe``/``LiveSession``: reconnect loops that report connection state,
-  because a daemon restart must not kill a caption bar or a dictation session;
+* ``Backoff`` and ``subscribe``: a reconnect loop that reports connection state, because a daemon
+  restart must not kill a caption bar (streaming audio, with resume, is ``streamer_clients.live``);
 * ``Transcript``: folds transcript events into committed words plus the current tentative tail.
 """
 
@@ -21,7 +21,7 @@ import signal
 import sys
 import tomllib
 import urllib.parse
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -30,7 +30,7 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from streamer.protocol import CAPTIONS_PATH, FATAL_CLOSE_CODES, LISTEN_PATH, StartParams
+from streamer.protocol import CAPTIONS_PATH, FATAL_CLOSE_CODES
 
 log = logging.getLogger("streamer.client")
 
@@ -185,7 +185,7 @@ def is_fatal(exc: BaseException) -> bool:
         return exc.response.status_code in (400, 401, 403, 404)
     if isinstance(exc, websockets.exceptions.ConnectionClosed) and exc.rcvd is not None:
         return exc.rcvd.code in FATAL_CLOSE_CODES
-    return isinstance(exc, DaemonError)
+    return isinstance(exc, DaemonError) and exc.code not in RETRY_CODES
 
 
 async def subscribe(endpoint: Endpoint, on_event: Callable[[dict[str, Any]], None],
@@ -200,19 +200,31 @@ async def subscribe(endpoint: Endpoint, on_event: Callable[[dict[str, Any]], Non
     stop = stop or asyncio.Event()
     backoff = backoff or Backoff()
     notify = on_state or (lambda s, d: None)
+    ended, followed, lost = False, False, 0
+
+    def watch(event: dict[str, Any]) -> None:
+        nonlocal ended
+        ended = ended or event.get("type") == "end"
+        on_event(event)
+
     while not stop.is_set():
         notify(State.CONNECTING if backoff.attempt == 0 else State.RECONNECTING, endpoint.url)
         try:
             async with await open_ws(endpoint, CAPTIONS_PATH, source=source, session=session) as ws:
                 notify(State.CONNECTED, endpoint.url)
                 backoff.reset()  # the next loss starts again from the shortest delay
-                await _pump_events(ws, on_event, stop)
+                followed, lost = True, 0
+                await _pump_events(ws, watch, stop)
         except websockets.exceptions.ConnectionClosedOK:
-            if session:  # a session subscription closes normally after that session's end
+            if session and ended:  # a session subscription closes normally after that session's end
                 notify(State.CLOSED, "session ended")
                 return
+            # closed without the session's end (a replica shutting down): the stream goes on elsewhere
         except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException) as exc:
-            if is_fatal(exc):
+            lost += 1
+            # a followed session that moved replicas may not be live anywhere for a moment (it is
+            # resuming), so its "unknown session" is retried a few times before it counts
+            if is_fatal(exc) and not (session and followed and lost <= 8):
                 notify(State.CLOSED, str(exc))
                 raise
             log.info("captions connection lost: %s", exc)
@@ -250,111 +262,15 @@ async def _sleep_or_stop(delay: float, stop: asyncio.Event) -> None:
         pass
 
 
+RETRY_CODES = ("server_busy", "not_ready")  # refusals that another try (or replica) can fix
+
+
 class DaemonError(RuntimeError):
-    """The daemon sent an ``error`` event (bad input, refused session)."""
+    """The daemon sent an ``error`` event (bad input, refused session); ``code`` is its code."""
 
-
-class LiveSession:
-    """Stream audio chunks to ``/v1/listen`` and fold the events into one ``Transcript``.
-
-    When the daemon goes away mid-stream the session reconnects with backoff and carries on with the
-    audio that comes next, shifting word times by the audio already sent so one transcript stays on
-    one timeline. Audio produced while disconnected waits in the capture's bounded queue.
-    ``max_retries`` bounds consecutive failed connections (None: retry forever, as a live mic wants).
-    """
-
-    def __init__(self, endpoint: Endpoint, params: StartParams,
-                 on_update: Callable[[Transcript, list[Word]], None] | None = None,
-                 on_state: StateCallback | None = None, backoff: Backoff | None = None,
-                 reconnect: bool = True, max_retries: int | None = None,
-                 source: str | None = None) -> None:
-        self.endpoint, self.params = endpoint, params
-        self.source = source  # also publish to /v1/captions?source=NAME listeners (an overlay, a page)
-        self.max_retries = max_retries
-        self.on_update = on_update or (lambda t, w: None)
-        self.on_state = on_state or (lambda s, d: None)
-        self.backoff = backoff or Backoff()
-        self.reconnect = reconnect
-        self.transcript = Transcript()
-        self.sent_seconds = 0.0
-        self.sessions: list[str] = []
-        self.end_event: dict[str, Any] | None = None
-        self.last_error: dict[str, Any] | None = None
-
-    async def run(self, chunks: AsyncIterator[bytes]) -> Transcript:
-        """Send every chunk, then ``stop``; return the full transcript once the daemon says ``end``."""
-        iterator = aiter(chunks)
-        exhausted = False
-        while not exhausted:
-            try:
-                exhausted = await self._one_connection(iterator)
-            except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException,
-                    DaemonError) as exc:
-                gave_up = self.max_retries is not None and self.backoff.attempt >= self.max_retries
-                if is_fatal(exc) or not self.reconnect or gave_up:
-                    self.on_state(State.CLOSED, str(exc))
-                    raise
-                self.transcript.finish_segment()
-                delay = self.backoff.next_delay()
-                log.info("session lost (%s); reconnecting in %.1fs", exc, delay)
-                self.on_state(State.RECONNECTING, f"retry in {delay:.1f}s")
-                await asyncio.sleep(delay)
-        self.on_state(State.CLOSED, "")
-        return self.transcript
-
-    async def _one_connection(self, chunks: AsyncIterator[bytes]) -> bool:
-        """One websocket session; True when the audio ran out and the daemon sent ``end``."""
-        self.on_state(State.CONNECTING if not self.sessions else State.RECONNECTING, self.endpoint.url)
-        async with await open_ws(self.endpoint, LISTEN_PATH, source=self.source) as ws:
-            await ws.send(json.dumps(self.params.message()))
-            ready = await self._expect_ready(ws)
-            self.sessions.append(str(ready.get("session", "")))
-            self.transcript.offset = self.sent_seconds
-            self.on_state(State.CONNECTED, str(ready.get("session", "")))
-            self.backoff.reset()
-            receiver = asyncio.create_task(self._receive(ws))
-            try:
-                await self._send_all(ws, chunks, receiver)
-                await ws.send(json.dumps({"type": "stop"}))
-                await receiver
-            finally:
-                receiver.cancel()
-        return True
-
-    async def _expect_ready(self, ws: ClientConnection) -> dict[str, Any]:
-        event = json.loads(await ws.recv())
-        if event.get("type") == "error":
-            raise DaemonError(f"{event.get('code')}: {event.get('message')}")
-        if event.get("type") != "ready":
-            raise DaemonError(f"expected ready, got {event.get('type')}")
-        return event
-
-    async def _send_all(self, ws: ClientConnection, chunks: AsyncIterator[bytes],
-                        receiver: asyncio.Task[None]) -> None:
-        async for chunk in chunks:
-            if receiver.done():  # the daemon closed on us: surface its reason
-                receiver.result()
-                raise websockets.exceptions.ConnectionClosedError(None, None)
-            await ws.send(chunk)
-            self.sent_seconds += len(chunk) / self.params.bytes_per_second
-
-    async def _receive(self, ws: ClientConnection) -> None:
-        async for message in ws:
-            if not isinstance(message, str):
-                continue
-            event = json.loads(message)
-            kind = event.get("type")
-            if kind == "transcript":
-                new = self.transcript.apply(event)
-                self.on_update(self.transcript, new)
-            elif kind == "end":
-                self.end_event = event
-                self.transcript.finish_segment()
-                self.on_update(self.transcript, [])
-                return
-            elif kind == "error":  # fatal ones are followed by a close, which ends this loop
-                self.last_error = event
-                log.warning("daemon error %s: %s", event.get("code"), event.get("message"))
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def finish_on_interrupt(finish: Callable[[], None], what: str = "finishing") -> None:

@@ -17,7 +17,8 @@ from collections.abc import AsyncIterator
 from streamer_clients import client
 from streamer_clients.capture import CaptureError, MicCapture, WavCapture, ThreadCapture
 from streamer.protocol import StartParams
-from streamer_clients.client import Endpoint, LiveSession, State, Transcript, Word
+from streamer_clients.client import Endpoint, State, Transcript, Word
+from streamer_clients.live import LiveSession
 from streamer_clients.punctuation import SpokenPunctuation
 from streamer_clients.typer import BACKENDS, Typer, TyperError
 

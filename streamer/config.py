@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from streamer.resources import config_dir
 
@@ -100,9 +100,18 @@ class ServerConfig(_Section):
     max_resume_audio: float = Field(30.0, gt=0, description="seconds of retained audio a resume may replay")
     drain_grace: float = Field(10.0, ge=0, description="on SIGTERM, seconds finishing sessions get before the "
                                "daemon exits (live streams are told to resume elsewhere after drain_notice)")
+    bus: str | None = Field(None, description="redis://HOST:PORT/DB: share transcript events between replicas, so "
+                            "/v1/captions subscribers follow a stream another daemon serves (needs the 'bus' extra)")
     drain_notice: float = Field(0.0, ge=0, description="on SIGTERM, seconds /healthz answers 'draining' (and new "
                                 "sessions are refused) before live streams are moved, so a load balancer's health "
                                 "check sees it; 0 moves them at once")
+
+    @field_validator("bus")
+    @classmethod
+    def _bus_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("server.bus must be a redis://, rediss:// or unix:// URL")
+        return value or None
 
     @model_validator(mode="after")
     def _tls_pair(self) -> "ServerConfig":

@@ -109,59 +109,98 @@ class MicCapture {
   }
 }
 
-/** A microphone session: capture runs continuously; the socket reconnects with backoff around it. */
+/** A microphone session: capture runs continuously; the socket reconnects around it and resumes the
+ * stream (resume.js): audio the daemon has not committed is kept and replayed, so nothing is lost. */
 class MicSession {
   constructor(options) {
     this.options = options;   // {language, task}
     this.capture = new MicCapture();
     this.backoff = new Backoff();
+    this.point = new ResumePoint();
     this.ws = null;
     this.running = false;
-    this.capturedSeconds = 0; // capture clock; a new daemon session starts at 0, so shift by this
-    this.offset = 0;
+    this.offset = 0;          // page-timeline seconds where the current daemon session's clock is 0
+    this.lastSeq = 0;
+    this.resumes = 0;
+    this.sessions = [];
     this.ended = null;
   }
 
   async start() {
     this.running = true;
     this.sampleRate = await this.capture.start((chunk) => this.onAudio(chunk));
+    this.retained = new RetainedAudio(this.sampleRate, Number(query.get("max_buffer")) || 30);
     info(`microphone at ${this.sampleRate} Hz`);
     this.connect();
   }
 
   onAudio(chunk) {
-    this.capturedSeconds += chunk.length / this.sampleRate;
+    if (!this.retained) return;
+    this.retained.append(chunk);  // kept (while disconnected too) until the daemon commits it
     if (this.ws && this.ws.readyState === WebSocket.OPEN && this.ready) this.ws.send(chunk.buffer);
   }
 
   connect() {
-    if (!this.running) return;
-    setState(this.backoff.attempt ? "reconnecting" : "connecting");
+    if (!this.running && !this.stopping) return;
+    setState(this.backoff.attempt || this.sessions.length ? "reconnecting" : "connecting");
     this.ready = false;
     const ws = new WebSocket(wsUrl("/v1/listen", {}));
     ws.binaryType = "arraybuffer";
     this.ws = ws;
     ws.onopen = () => {
-      ws.send(JSON.stringify({
+      const start = {
         type: "start", sample_rate: this.sampleRate, encoding: "pcm_f32le", channels: 1,
         language: this.options.language || null, task: this.options.task,
-      }));
+      };
+      this.resuming = Boolean(this.point.token) && this.retained.complete;
+      if (this.resuming) start.resume = this.point.claim(this.retained.seconds);
+      ws.send(JSON.stringify(start));
     };
     ws.onmessage = (e) => this.onEvent(JSON.parse(e.data));
     ws.onclose = (e) => this.onClose(e);
   }
 
+  onReady(ev) {
+    this.sessions.push(ev.session);
+    if (ev.resumed) {
+      this.resumes += 1;
+      this.point.update(ev);
+      this.lastSeq = this.point.seq;
+    } else {
+      this.point.clear();
+      this.point.update(ev);
+      this.offset = this.retained.start;
+      this.lastSeq = 0;
+    }
+    for (const block of this.retained.blocks) this.ws.send(block.slice().buffer);  // the replay
+    this.ready = true;
+    if (this.stopping) this.ws.send(JSON.stringify({ type: "stop" }));
+    this.backoff.reset();
+    setState("connected", `session ${ev.session}`);
+    info(`model ${ev.model} · microphone ${this.sampleRate} Hz` + (this.resumes ? ` · resumed ${this.resumes}x` : ""));
+  }
+
+  acknowledge(ev) {
+    if (this.point.update(ev)) this.retained.ack(this.offset + this.point.committedUntil);
+  }
+
   onEvent(ev) {
     if (ev.type === "ready") {
-      this.ready = true;
-      this.offset = this.capturedSeconds;
-      this.backoff.reset();
-      setState("connected", `session ${ev.session}`);
-      info(`model ${ev.model} · microphone ${this.sampleRate} Hz`);
+      this.onReady(ev);
     } else if (ev.type === "transcript") {
+      if (typeof ev.seq === "number" && ev.seq <= this.lastSeq) return;  // already shown
+      if (typeof ev.seq === "number") this.lastSeq = ev.seq;
+      this.acknowledge(ev);
       view.apply(ev, this.offset);
+    } else if (ev.type === "reconnect") {
+      this.acknowledge(ev);       // the close 1012 that follows resumes elsewhere
     } else if (ev.type === "end") {
       view.clearTentative();
+      if (!this.stopping) {       // the daemon ended the stream on its side: the rest is a new session
+        this.retained.ack(this.offset + (ev.audio_seconds || 0));
+        this.point.clear();
+        return;
+      }
       this.ended = ev;
       if (this.onEnded) this.onEnded(ev);
     } else if (ev.type === "error") {
@@ -173,12 +212,13 @@ class MicSession {
     if (this.ws && e.target !== this.ws) return;
     this.ready = false;
     view.clearTentative();
-    if (!this.running) { if (this.onEnded) this.onEnded(null); return; }
+    if (this.ended || (!this.running && !this.stopping)) { if (this.onEnded) this.onEnded(this.ended); return; }
     if ([1003, 1008, 1009].includes(e.code) || e.code === 4401) {
       setState("error", `closed ${e.code} ${e.reason || ""}`.trim());
       this.running = false;
       this.capture.stop();
       ui.stopped();
+      if (this.onEnded) this.onEnded(null);
       return;
     }
     const delay = this.backoff.next();
@@ -186,17 +226,17 @@ class MicSession {
     setTimeout(() => this.connect(), delay);
   }
 
-  /** Stop capture, ask the daemon for every remaining word, wait for ``end``. */
+  /** Stop capture, ask the daemon for every remaining word (resuming if need be), wait for ``end``. */
   async stop() {
     this.running = false;
+    this.stopping = true;
     await this.capture.stop();
-    const ws = this.ws;
-    if (!ws || ws.readyState !== WebSocket.OPEN || !this.ready) { if (ws) ws.close(); setState("idle"); return; }
     const ended = new Promise((resolve) => { this.onEnded = resolve; setTimeout(resolve, 30000); });
     setState("finishing");
-    ws.send(JSON.stringify({ type: "stop" }));
+    if (this.ws && this.ws.readyState === WebSocket.OPEN && this.ready) this.ws.send(JSON.stringify({ type: "stop" }));
     await ended;
-    ws.close();
+    this.stopping = false;
+    if (this.ws) this.ws.close();
     setState("idle");
   }
 }

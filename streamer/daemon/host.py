@@ -33,10 +33,24 @@ FEED_PIECE_BYTES = 64 * 1024  # big frames are fed in pieces so one client canno
 
 
 class Hub:
-    """Fan-out of transcript events to listen-only subscribers, by ``source:NAME`` / ``session:ID``."""
+    """Fan-out of transcript events to listen-only subscribers, by ``source:NAME`` / ``session:ID``.
+
+    With a bus (``server.bus``, see streamer.daemon.bus) events also go to, and come from, the
+    other replicas, so a subscriber may follow a stream that another daemon serves.
+    """
 
     def __init__(self) -> None:
         self._subs: dict[str, set[Subscriber]] = {}
+        self.bus = None  # a RedisBus once the server starts one
+
+    def announce(self, session_id: str) -> None:
+        """A stream went live here (other replicas then accept ``?session=ID`` subscribers for it)."""
+        if self.bus is not None:
+            self.bus.announce(session_id)
+
+    def knows(self, session_id: str) -> bool:
+        """Live on another replica, as far as the bus has heard."""
+        return self.bus is not None and self.bus.knows(session_id)
 
     def subscribe(self, key: str, subscriber: Subscriber) -> None:
         self._subs.setdefault(key, set()).add(subscriber)
@@ -49,6 +63,16 @@ class Hub:
                 del self._subs[key]
 
     def publish(self, keys: Iterable[str], message: dict) -> None:
+        keys = tuple(keys)
+        if self.bus is not None:
+            self.bus.publish(keys, message)
+        self.deliver_local(keys, message)
+
+    def deliver_local_one(self, key: str, message: dict) -> None:
+        self.deliver_local((key,), message)
+
+    def deliver_local(self, keys: Iterable[str], message: dict) -> None:
+        """To this process's subscribers only (what the bus calls with other replicas' events)."""
         for key in keys:
             for subscriber in list(self._subs.get(key, ())):
                 subscriber.put(message)
@@ -165,6 +189,7 @@ class SessionHost:
     def register(self, session: Session, sink: Subscriber | None, keys: tuple[str, ...]) -> None:
         """Schedule ``session``; its messages go to ``sink`` and its transcripts to ``keys`` subscribers."""
         self.live[session.id] = Live(session, sink, keys)
+        self.hub.announce(session.id)
         self.metrics.sessions_total.inc()
         self.scheduler.add(session, lambda items: self.deliver(session.id, items))
 
@@ -216,6 +241,7 @@ class SessionHost:
             if stale.sink is not None:
                 stale.sink.close(Close(CloseCode.POLICY, "resumed on another connection"))
         live = self.live.pop(old_id)
+        self.hub.announce(session.id)
         live.keys = tuple(k.replace(f"session:{old_id}", f"session:{session.id}") for k in live.keys)
         self.live[session.id] = live
         self.scheduler.rekey(old_id, session)

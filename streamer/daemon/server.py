@@ -78,6 +78,11 @@ class StreamerServer:
     async def start(self, port: int | None = None) -> None:
         cfg = self.settings.server
         self.host.monitor.start()
+        if cfg.bus:  # other replicas' transcript events for this daemon's caption subscribers
+            from streamer.daemon.bus import RedisBus
+
+            self.host.hub.bus = RedisBus(cfg.bus, self.host.hub.deliver_local_one)
+            await self.host.hub.bus.start()
         self._runner = web.AppRunner(self._app(), handle_signals=False, access_log=None,
                                      shutdown_timeout=CLOSE_TIMEOUT)
         await self._runner.setup()
@@ -121,6 +126,8 @@ class StreamerServer:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.host.close()
+        if self.host.hub.bus is not None:
+            await self.host.hub.bus.close()
         await self.host.monitor.stop()
         log.info("shutdown complete")
 
@@ -280,7 +287,7 @@ class StreamerServer:
         host, query = self.host, request.query
         if query.get("session"):
             sid, source = query["session"], None
-            if sid not in host.live:
+            if sid not in host.live and not host.hub.knows(sid):
                 await self._reject(outbox, "unknown_session", f"no live session {sid!r}",
                                    Close(CloseCode.POLICY, "unknown session"))
                 return ws

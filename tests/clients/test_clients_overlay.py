@@ -19,7 +19,8 @@ import pytest
 from client_helpers import DICTATION_WAV, HERE, ThreadedDaemon, need, streamer_env, wait_for, x_screenshot
 from streamer_clients.capture import WavCapture
 from streamer.protocol import StartParams
-from streamer_clients.client import Endpoint, LiveSession
+from streamer_clients.client import Endpoint
+from streamer_clients.live import LiveSession
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

@@ -97,7 +97,8 @@ def test_page_listen_only_follows_a_source(daemon: ThreadedDaemon, browser, jfk_
 
     from streamer_clients.capture import WavCapture
     from streamer.protocol import StartParams
-    from streamer_clients.client import Endpoint, LiveSession
+    from streamer_clients.client import Endpoint
+    from streamer_clients.live import LiveSession
 
     page = browser.new_page()
     page.goto(daemon.http_url + "/?mode=listen&source=desk")
@@ -154,3 +155,39 @@ def test_page_reconnects_after_a_daemon_restart_and_uses_the_token(daemon_engine
     finally:
         browser.close()
         daemon.stop()
+
+
+def test_page_resumes_the_microphone_stream_after_a_network_blip(daemon: ThreadedDaemon, browser) -> None:
+    """A proxy between page and daemon drops the connection for 5 s mid-sentence: the page resumes the
+    same session, replays the audio the daemon had not committed, and shows every word once."""
+    import asyncio
+    import threading
+
+    from support.proxy import BlipProxy
+
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    proxy = asyncio.run_coroutine_threadsafe(BlipProxy(("127.0.0.1", daemon.port)).__aenter__(), loop).result(10)
+    try:
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{daemon.http_url}/?server=ws://127.0.0.1:{proxy.port}&language=en")
+        page.click("#start")
+        page.wait_for_function("/americans/i.test(document.querySelector('#transcript .committed')?.innerText)",
+                               timeout=scaled(40000))
+        asyncio.run_coroutine_threadsafe(proxy.blip(5.0), loop).result(30)
+        page.wait_for_function("(document.querySelector('#transcript').innerText.match(/countr/gi) || []).length >= 2",
+                               timeout=scaled(40000))
+        page.click("#stop")
+        page.wait_for_function("document.querySelector('#state').dataset.state === 'idle'", timeout=scaled(30000))
+        state = page.evaluate("(() => { const s = window.streamerPage.ui.session; "
+                              "return {resumes: s.resumes, sessions: s.sessions}; })()")
+        text = page.inner_text("#transcript").lower()
+    finally:
+        asyncio.run_coroutine_threadsafe(proxy.__aexit__(None, None, None), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+    assert state["resumes"] >= 1 and len(set(state["sessions"])) == 1, state
+    assert recall(text, JFK) >= 0.75, text
+    assert text.count("americans") == 1 and len(re.findall(r"countr", text)) == 2, text
+    assert not errors, errors
