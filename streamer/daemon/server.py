@@ -18,6 +18,7 @@ from typing import AsyncIterator
 from aiohttp import WSMsgType, web
 
 from streamer import protocol, resources
+from streamer.compat.deepgram import DeepgramSurface
 from streamer.config import ConfigError, Settings
 from streamer.daemon import http
 from streamer.daemon.host import SessionHost, session_keys
@@ -59,7 +60,8 @@ class StreamerServer:
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self.background: list = []  # local captures and other listeners (Wyoming): stopped before sessions flush
-        self.surfaces: list = []    # other protocols on this port: objects with routes(server) -> [RouteDef]
+        # other protocols on this port: objects with routes(server) -> [RouteDef], added before start()
+        self.surfaces: list = [DeepgramSurface()]
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         cfg = self.settings.server
