@@ -30,7 +30,7 @@ from aiohttp import WSMsgType, web
 
 from streamer import protocol
 from streamer.compat.deepgram_events import Translator
-from streamer.compat.deepgram_params import BadRequest, DeepgramParams, parse_query
+from streamer.compat.deepgram_params import BadRequest, parse_query
 from streamer.compat.sessions import QueueSink, open_session
 from streamer.daemon.outbox import Outbox
 from streamer.daemon.session import Session
@@ -276,5 +276,3 @@ class DeepgramStream:
             while (await self.ws.receive()).type in (WSMsgType.TEXT, WSMsgType.BINARY):
                 pass
 
-
-__all__ = ["DeepgramParams", "DeepgramSurface", "LISTEN_PATH", "PREFIX"]

@@ -32,7 +32,7 @@ from wyoming.ping import Ping, Pong
 from streamer import __version__, protocol
 from streamer.compat.sessions import QueueSink, open_session
 from streamer.daemon.session import Session
-from streamer.protocol import Close, StartError, StartParams
+from streamer.protocol import Close, StartError
 
 if TYPE_CHECKING:
     from streamer.daemon.server import StreamerServer
