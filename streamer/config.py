@@ -11,6 +11,7 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -105,6 +106,20 @@ class ServerConfig(_Section):
     drain_notice: float = Field(0.0, ge=0, description="on SIGTERM, seconds /healthz answers 'draining' (and new "
                                 "sessions are refused) before live streams are moved, so a load balancer's health "
                                 "check sees it; 0 moves them at once")
+    wyoming: str = Field("", description="also serve the Wyoming protocol (Home Assistant) at this URI, e.g. "
+                         "tcp://127.0.0.1:10300 or unix:///run/streamer.sock; empty = off (docs/wyoming.md)")
+    wyoming_zeroconf: bool = Field(False, description="announce the Wyoming TCP service over mDNS for Home "
+                                   "Assistant discovery (needs the zeroconf package)")
+
+    @model_validator(mode="after")
+    def _wyoming_uri(self) -> "ServerConfig":
+        uri = urlsplit(self.wyoming)
+        if self.wyoming and not (uri.scheme == "tcp" and uri.hostname and uri.port is not None
+                                 or uri.scheme == "unix" and uri.path):
+            raise ValueError(f"server.wyoming {self.wyoming!r} must look like tcp://HOST:PORT or unix:///PATH")
+        if self.wyoming_zeroconf and uri.scheme != "tcp":
+            raise ValueError("server.wyoming_zeroconf needs a tcp:// server.wyoming address")
+        return self
 
     @field_validator("bus")
     @classmethod

@@ -41,6 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--monitor", nargs="?", const="", default=None, metavar="DEVICE",
                         help="also capture system audio (the default output's monitor, or this monitor device) as "
                         "source=monitor, alongside --mic")
+    parser.add_argument("--wyoming", metavar="URI", help="server.wyoming: also serve Wyoming (Home Assistant) at "
+                        "tcp://HOST:PORT or unix:///PATH (docs/wyoming.md)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override any configuration key, e.g. --set stream.min_chunk=0.5")
     parser.set_defaults(func=run_cli)
@@ -50,7 +52,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     overrides = parse_set_flags(args.set)
     for flag, key in (("model", "engine.model"), ("host", "server.host"), ("port", "server.port"),
                       ("token", "server.token"), ("certfile", "server.certfile"), ("keyfile", "server.keyfile"),
-                      ("source", "mic.source")):
+                      ("source", "mic.source"), ("wyoming", "server.wyoming")):
         if getattr(args, flag, None) is not None:
             overrides[key] = getattr(args, flag)
     if getattr(args, "mic", None):
@@ -97,6 +99,9 @@ async def serve_forever(settings: Settings, *, captures: Sequence[MicConfig] = (
     sys.setswitchinterval(0.001)  # hand the GIL back to the event loop sooner while threads decode
     server = StreamerServer(settings)
     await server.start()
+    if settings.server.wyoming and not await _start_wyoming(server):
+        await server.shutdown()
+        return 1
     stop = asyncio.Event()
     drain = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -107,6 +112,21 @@ async def serve_forever(settings: Settings, *, captures: Sequence[MicConfig] = (
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+
+
+async def _start_wyoming(server: StreamerServer) -> bool:
+    """Serve Wyoming beside the websockets (the ``wyoming`` package is imported only then)."""
+    try:
+        from streamer.compat.wyoming import start_wyoming
+    except ImportError as exc:
+        log.error("server.wyoming needs the wyoming package: pip install 'streamer[wyoming]' (%s)", exc)
+        return False
+    try:
+        await start_wyoming(server)
+    except OSError as exc:
+        log.error("cannot listen for Wyoming on %s: %s", server.settings.server.wyoming, exc)
+        return False
+    return True
 
 
 async def _load(settings: Settings, stop: asyncio.Event) -> Engine | None:

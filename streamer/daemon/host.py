@@ -17,7 +17,7 @@ from typing import Iterable
 import numpy as np
 
 from streamer import protocol
-from streamer.config import Settings
+from streamer.config import Settings, StreamConfig
 from streamer.daemon.capacity import Capacity, Verdict
 from streamer.daemon.metrics import Metrics
 from streamer.daemon.outbox import Subscriber, put_all
@@ -165,9 +165,13 @@ class SessionHost:
     def at_capacity(self) -> bool:
         return not self.admission().admit
 
-    def new_session(self, defaults: StartParams, *, autostart: bool = False, prefix: str = "") -> Session:
-        """A session bound to this host's model and stream settings (not yet registered)."""
-        return Session(prefix + uuid.uuid4().hex[:12], self.settings.stream, model=self.engine.name,
+    def new_session(self, defaults: StartParams, *, autostart: bool = False, prefix: str = "",
+                    stream: StreamConfig | None = None) -> Session:
+        """A session bound to this host's model and stream settings (not yet registered).
+
+        ``stream`` replaces the stream settings for this session only (a compatibility surface
+        maps its client's endpointing onto ``end_silence``)."""
+        return Session(prefix + uuid.uuid4().hex[:12], stream or self.settings.stream, model=self.engine.name,
                        max_frame_bytes=self.settings.server.max_frame_bytes, defaults=defaults, autostart=autostart,
                        check_start=self.check_start, resumer=self.resumer)
 

@@ -1,9 +1,9 @@
 """The daemon's HTTP side: token and Origin checks, health, metrics and the web page's files.
 
-Every route of the daemon (protocol v1 websockets and, later, compatibility APIs) goes through
-:func:`access_guard`, so the token and Origin rules are written once. Paths under ``/v1/`` and
-``/metrics`` need the token; ``/healthz`` and the page's static files do not (the page asks for
-the token itself).
+Every route of the daemon (protocol v1 websockets and the compatibility APIs) goes through
+:func:`access_guard`, so the token and Origin rules are written once. Paths under ``/v1/``,
+``/deepgram/`` and ``/metrics`` need the token; ``/healthz`` and the page's static files do not
+(the page asks for the token itself).
 """
 
 from __future__ import annotations
@@ -57,8 +57,11 @@ def origin_ok(allowed: list[str], headers: Mapping[str, str]) -> bool:
     return bool(host) and urlsplit(origin).netloc == host  # the page this server served itself
 
 
+PROTECTED_PREFIXES = ("/v1/", "/deepgram/")  # protocol v1 and OpenAI's paths; Deepgram's under its prefix
+
+
 def protected(path: str) -> bool:
-    return path.startswith("/v1/") or path == "/metrics"
+    return path.startswith(PROTECTED_PREFIXES) or path == "/metrics"
 
 
 def access_guard(token: str | None, allowed_origins: list[str], metrics: Metrics) -> Callable:

@@ -12,11 +12,13 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from dataclasses import dataclass
 from typing import AsyncIterator
 
 from aiohttp import WSMsgType, web
 
 from streamer import protocol, resources
+from streamer.compat.deepgram import DeepgramSurface
 from streamer.config import ConfigError, Settings
 from streamer.daemon import http
 from streamer.daemon.host import SessionHost, session_keys
@@ -30,6 +32,16 @@ log = logging.getLogger(__name__)
 SHUTDOWN_TIMEOUT = 120.0
 PING_INTERVAL = 20.0
 CLOSE_TIMEOUT = 3.0
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A new stream is refused: a protocol v1 error code, the message, a short close reason."""
+
+    code: str
+    message: str
+    reason: str
+    retry_after: float | None = None
 
 
 class StreamerServer:
@@ -47,8 +59,9 @@ class StreamerServer:
         self._handlers: set[asyncio.Task] = set()
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
-        self.background: list = []  # local capture runners, stopped before sessions flush
-        self.surfaces: list = []    # other protocols on this port: objects with routes(server) -> [RouteDef]
+        self.background: list = []  # local captures and other listeners (Wyoming): stopped before sessions flush
+        # other protocols on this port: objects with routes(server) -> [RouteDef], added before start()
+        self.surfaces: list = [DeepgramSurface()]
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         cfg = self.settings.server
@@ -65,8 +78,8 @@ class StreamerServer:
         cfg = self.settings.server
         app = web.Application(middlewares=[http.access_guard(cfg.token, cfg.allowed_origins, self.metrics)],
                               client_max_size=cfg.max_frame_bytes * 4)
-        app.router.add_get(LISTEN_PATH, self._tracked(self._listen))
-        app.router.add_get(CAPTIONS_PATH, self._tracked(self._captions))
+        app.router.add_get(LISTEN_PATH, self.tracked(self._listen))
+        app.router.add_get(CAPTIONS_PATH, self.tracked(self._captions))
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", http.metrics_handler(self.metrics, self._count_subscribers))
         for surface in self.surfaces:
@@ -158,6 +171,30 @@ class StreamerServer:
         if pending:
             await asyncio.wait(pending, timeout=grace)
 
+    def refusal(self) -> Refusal | None:
+        """Why a new stream cannot start here now (model loading, draining, at capacity), or None.
+
+        Every surface (protocol v1 and the compatibility adapters) asks this before opening a
+        session, and words the answer in its own protocol's error shape."""
+        if not self.host.ready:
+            return Refusal("not_ready", "the model is still loading; retry in a few seconds", "model loading")
+        if self._draining.is_set() or self._shutdown.is_set():
+            return Refusal("server_busy", "this server is draining for a restart; connect to another one "
+                           "(or retry)", "draining")
+        admission = self.host.admission()
+        if not admission.admit:
+            return Refusal("server_busy", f"{admission.reason}; retry in about {admission.retry_after:.0f} s or "
+                           "use another server", "server busy", admission.retry_after)
+        return None
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutdown.is_set()
+
+    async def wait_shutdown(self) -> None:
+        """Return once shutdown has begun (sessions must finish now)."""
+        await self._shutdown.wait()
+
     def _count_subscribers(self) -> None:
         self.metrics.subscribers.set(self.host.hub.count())
         self.metrics.tasks.set(len(asyncio.all_tasks()))
@@ -166,7 +203,7 @@ class StreamerServer:
         self.metrics.headroom.set(admission.headroom if admission.admit else 0.0)
 
     # ------------------------------------------------------------- websockets
-    def _tracked(self, handler):
+    def tracked(self, handler):
         """Run a websocket handler as a tracked task, so shutdown can wait for its session to flush."""
         async def run(request: web.Request) -> web.StreamResponse:
             if self._shutdown.is_set():
@@ -180,7 +217,7 @@ class StreamerServer:
 
         return run
 
-    async def _accept(self, request: web.Request, heartbeat: float | None = None) -> tuple[web.WebSocketResponse, Outbox]:
+    async def accept(self, request: web.Request, heartbeat: float | None = None) -> tuple[web.WebSocketResponse, Outbox]:
         """Upgrade to a websocket. ``heartbeat`` pings only suit a connection that is always being read:
         aiohttp handles pongs in ``receive()``, and a stream's reader pauses for backpressure."""
         cfg = self.settings.server
@@ -197,21 +234,13 @@ class StreamerServer:
         await outbox.finish(timeout=CLOSE_TIMEOUT)
 
     async def _listen(self, request: web.Request) -> web.StreamResponse:
-        ws, outbox = await self._accept(request)
+        ws, outbox = await self.accept(request)
         host, query = self.host, dict(request.query)
-        if not host.ready:
-            await self._reject(outbox, "not_ready", "the model is still loading; retry in a few seconds",
-                               Close(CloseCode.TRY_AGAIN, "model loading"))
-            return ws
-        if self._draining.is_set():
-            await self._reject(outbox, "server_busy", "this server is draining for a restart; connect to "
-                               "another one (or retry)", Close(CloseCode.TRY_AGAIN, "draining"))
-            return ws
-        admission = host.admission()
-        if not admission.admit:
-            await self._reject(outbox, "server_busy", f"{admission.reason}; retry in about "
-                               f"{admission.retry_after:.0f} s or use another server",
-                               Close(CloseCode.TRY_AGAIN, "server busy"), retry_after=admission.retry_after)
+        refused = self.refusal()
+        if refused is not None:
+            extra = {"retry_after": refused.retry_after} if refused.retry_after is not None else {}
+            await self._reject(outbox, refused.code, refused.message, Close(CloseCode.TRY_AGAIN, refused.reason),
+                               **extra)
             return ws
         fields = protocol.start_query(query)
         try:
@@ -283,7 +312,7 @@ class StreamerServer:
                 await asyncio.gather(recv, return_exceptions=True)
 
     async def _captions(self, request: web.Request) -> web.StreamResponse:
-        ws, outbox = await self._accept(request, heartbeat=PING_INTERVAL)
+        ws, outbox = await self.accept(request, heartbeat=PING_INTERVAL)
         host, query = self.host, request.query
         if query.get("session"):
             sid, source = query["session"], None
