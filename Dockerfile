@@ -15,6 +15,15 @@
 #   WHEELS       optional pip --find-links location (e.g. a local wheel folder served over HTTP).
 #   MODELS       embedded models converted into the image's cache (space-separated).
 ARG BASE_IMAGE=python:3.11-slim
+
+# The runtime requirements read out of pyproject.toml in a stage of their own: the install layer
+# below is keyed on this list, so editing anything else in pyproject.toml (test extras, tool
+# settings) or the code does not reinstall them.
+FROM ${BASE_IMAGE} AS requirements
+COPY pyproject.toml /tmp/pyproject.toml
+RUN python3 -c "import tomllib; p = tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']; \
+print('\n'.join(p['dependencies'] + p['optional-dependencies']['offline']))" > /requirements.txt
+
 FROM ${BASE_IMAGE}
 
 ARG VARIANT=cpu
@@ -54,14 +63,9 @@ RUN set -eux; \
     pip install ${index:+--extra-index-url "$index"} ${WHEELS:+--find-links "$WHEELS"} "$TORCH"; \
     python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 
-# The other dependencies (and the embedded weights) from pyproject.toml alone, so editing the code
-# does not reinstall them.
-COPY pyproject.toml /tmp/streamer/
-RUN set -eux; \
-    python -c "import tomllib; p = tomllib.load(open('/tmp/streamer/pyproject.toml', 'rb'))['project']; \
-print('\n'.join(p['dependencies'] + p['optional-dependencies']['offline']))" > /tmp/requirements.txt; \
-    pip install ${WHEELS:+--find-links "$WHEELS"} -r /tmp/requirements.txt; \
-    rm /tmp/requirements.txt
+# The other dependencies and the embedded weights.
+COPY --from=requirements /requirements.txt /tmp/requirements.txt
+RUN pip install ${WHEELS:+--find-links "$WHEELS"} -r /tmp/requirements.txt && rm /tmp/requirements.txt
 
 COPY README.md pyproject.toml /tmp/streamer/
 COPY streamer /tmp/streamer/streamer
