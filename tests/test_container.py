@@ -1,0 +1,113 @@
+"""The CPU image as a user runs it: built from this checkout, started with ``docker run``,
+transcribing a shared clip sent by ``streamer captions`` from the host, and stopped with SIGTERM.
+
+Traffic stays on 127.0.0.1: the container uses the host network, and the build does too (pip and
+apt reach their registries as this machine does; scripts/docker-image). A build from nothing takes
+many minutes (the Debian base image, ffmpeg, torch; docs/deploy.md has the numbers), so the test
+builds only when STREAMER_TEST_DOCKER=1 or when the image was built before, whose layers make the
+rebuild a matter of seconds; it skips with the reason otherwise, and where Docker cannot start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from support import recall
+from support.docker import ensure_daemon, free_port, image_exists
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGE = os.environ.get("STREAMER_TEST_IMAGE", "streamer:test")
+JFK = "and so my fellow americans ask not what your country can do for you ask what you can do for your country"
+
+
+def docker(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)}: {result.stderr[-2000:]}")
+    return result
+
+
+def healthz(port: int) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=3) as response:
+            return response.status, response.read().decode().strip()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode().strip()
+    except OSError as error:
+        return 0, str(error)
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    reason = ensure_daemon()
+    if reason:
+        pytest.skip(f"Docker cannot start here: {reason}")
+    if os.environ.get("STREAMER_TEST_DOCKER") != "1" and not image_exists(IMAGE):
+        pytest.skip(f"{IMAGE} was never built here and a first build takes many minutes; "
+                    "set STREAMER_TEST_DOCKER=1 to build it (later runs reuse its layers)")
+    started = time.monotonic()
+    result = subprocess.run([str(ROOT / "scripts" / "docker-image"), IMAGE], cwd=ROOT, capture_output=True,
+                            text=True, timeout=2000)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    print(f"built {IMAGE} in {time.monotonic() - started:.0f} s", file=sys.stderr)
+    return IMAGE
+
+
+def test_image_serves_a_clip_and_drains_on_sigterm(image: str, shared_data, tmp_path: Path) -> None:
+    clip = Path(shared_data) / "jfk" / "jfk.wav"
+    if not clip.is_file():
+        pytest.skip(f"{clip} not found in the shared test audio")
+    config = docker("image", "inspect", image)
+    (info,) = json.loads(config.stdout)
+    assert info["Config"]["User"].split(":")[0] == "10001"  # not root
+    assert "/healthz" in " ".join(info["Config"]["Healthcheck"]["Test"]) or \
+        info["Config"]["Healthcheck"]["Test"][-1].endswith("healthcheck.py")
+
+    port = free_port()
+    name = f"streamer-test-{os.getpid()}"
+    docker("run", "-d", "--name", name, "--network", "host", "-e", f"STREAMER_SERVER__PORT={port}",
+           "--health-interval", "2s", "--health-start-period", "300s", image)
+    try:
+        deadline = time.monotonic() + 240
+        while (state := healthz(port))[0] != 200:
+            running = docker("inspect", "-f", "{{.State.Running}}", name).stdout.strip()
+            assert running == "true", docker("logs", name, check=False).stderr[-3000:]
+            assert time.monotonic() < deadline, f"/healthz still {state} after 240 s"
+            time.sleep(1)
+        # Docker's own HEALTHCHECK agrees (it runs the image's script inside the container).
+        deadline = time.monotonic() + 60
+        while (health := docker("inspect", "-f", "{{.State.Health.Status}}", name).stdout.strip()) != "healthy":
+            assert health != "unhealthy" and time.monotonic() < deadline, health
+            time.sleep(1)
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_") or k == "STREAMER_DATA"}
+        env["STREAMER_CLIENT_CONFIG"] = "/nonexistent"
+        srt = tmp_path / "jfk.srt"
+        captions = subprocess.run([sys.executable, "-m", "streamer", "captions", "--url", f"ws://127.0.0.1:{port}",
+                                   "--fast", "--quiet", "-o", str(srt), str(clip)],
+                                  capture_output=True, text=True, timeout=180, env=env, cwd=ROOT)
+        assert captions.returncode == 0, captions.stderr
+        assert recall(captions.stdout, JFK) >= 0.9, captions.stdout  # the image's model is base
+        assert srt.read_text().count("-->") >= 1
+
+        stopped = time.monotonic()
+        docker("stop", "-t", "60", name, timeout=90)  # SIGTERM, then SIGKILL only after 60 s
+        took = time.monotonic() - stopped
+        status = json.loads(docker("inspect", "-f", "{{json .State}}", name).stdout)
+        logs = docker("logs", name, check=False)
+        assert status["ExitCode"] == 0 and not status["OOMKilled"], logs.stderr[-3000:]
+        assert took < 30, f"stop took {took:.1f} s"  # drained, not killed at the timeout
+        assert "draining" in logs.stderr, logs.stderr[-3000:]
+    finally:
+        docker("rm", "-f", name, check=False)
