@@ -143,11 +143,22 @@ class MicConfig(_Section):
     block_seconds: float = Field(0.1, gt=0, le=1)
 
 
+class CompatConfig(_Section):
+    """Other protocols served on the daemon's port, as adapters onto the same sessions and model."""
+
+    openai: bool = Field(True, description="OpenAI-compatible API under /v1: POST /v1/audio/transcriptions and "
+                         "/v1/audio/translations, GET /v1/models, and the /v1/realtime?intent=transcription "
+                         "websocket (docs/openai.md)")
+    max_upload_mb: float = Field(100.0, gt=0, description="largest audio file an upload may carry, MB (10^6 "
+                                 "bytes); bigger ones are refused with 413")
+
+
 class Settings(_Section):
     engine: EngineConfig = Field(default_factory=EngineConfig)
     stream: StreamConfig = Field(default_factory=StreamConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     mic: MicConfig = Field(default_factory=MicConfig)
+    compat: CompatConfig = Field(default_factory=CompatConfig)
 
 
 class ConfigError(Exception):

@@ -159,21 +159,36 @@ class SessionHost:
                            retry_after=10.0)
         if cfg.admission == "fixed" or self.scheduler is None:
             return Verdict(True, 0.0, float(cfg.max_sessions - len(self.live)))
-        worst = max((live.session.lag for live in self.live.values()), default=0.0)
-        return self.scheduler.capacity.verdict(time.perf_counter(), len(self.live), worst)
+        streams = [live.session for live in self.live.values() if not live.session.batch]
+        worst = max((session.lag for session in streams), default=0.0)
+        return self.scheduler.capacity.verdict(time.perf_counter(), len(streams), worst)
+
+    def admit_batch(self) -> Verdict:
+        """May a file (a batch session) start? Files take whatever the engine has left, so only the
+        session cap and live streams already lagging past their budget refuse one."""
+        cfg = self.settings.server
+        if len(self.live) >= cfg.max_sessions:
+            return Verdict(False, 0.0, 0.0, f"the server is at its limit of {cfg.max_sessions} sessions",
+                           retry_after=10.0)
+        worst = max((live.session.lag for live in self.live.values() if not live.session.batch), default=0.0)
+        if self.scheduler is not None and cfg.admission == "capacity" and worst > cfg.latency_budget:
+            return Verdict(False, 0.0, 0.0, f"live streams are {worst:.1f} s behind (budget {cfg.latency_budget:g} s)",
+                           retry_after=min(30.0, worst * 2))
+        return Verdict(True, 0.0, 1.0)
 
     def at_capacity(self) -> bool:
         return not self.admission().admit
 
     def new_session(self, defaults: StartParams, *, autostart: bool = False, prefix: str = "",
-                    stream: StreamConfig | None = None) -> Session:
+                    stream: StreamConfig | None = None, resumable: bool = True) -> Session:
         """A session bound to this host's model and stream settings (not yet registered).
 
         ``stream`` replaces the stream settings for this session only (a compatibility surface
-        maps its client's endpointing onto ``end_silence``)."""
+        maps its client's endpointing onto ``end_silence``); ``resumable=False`` for transports
+        with no resume tokens (its messages then carry none)."""
         return Session(prefix + uuid.uuid4().hex[:12], stream or self.settings.stream, model=self.engine.name,
                        max_frame_bytes=self.settings.server.max_frame_bytes, defaults=defaults, autostart=autostart,
-                       check_start=self.check_start, resumer=self.resumer)
+                       check_start=self.check_start, resumer=self.resumer if resumable else None)
 
     def check_start(self, params: StartParams) -> None:
         """What the loaded model cannot do is refused at start, with the limit named."""

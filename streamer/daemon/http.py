@@ -64,19 +64,37 @@ def protected(path: str) -> bool:
     return path.startswith(PROTECTED_PREFIXES) or path == "/metrics"
 
 
-def access_guard(token: str | None, allowed_origins: list[str], metrics: Metrics) -> Callable:
-    """aiohttp middleware: 401 without the token, 403 from a foreign browser page."""
+# A compatibility surface's own error shape for a refusal: (request, status, message, headers) -> a
+# response, or None when the path is not that surface's (the plain-text answer is used then).
+ShapedRefusal = Callable[[web.Request, int, str, Mapping[str, str]], "web.StreamResponse | None"]
+
+
+def access_guard(token: str | None, allowed_origins: list[str], metrics: Metrics,
+                 refusals: Callable[[], list[ShapedRefusal]] = list) -> Callable:
+    """aiohttp middleware: 401 without the token, 403 from a foreign browser page.
+
+    ``refusals`` lists the compatibility surfaces' error shapes, so that a client of another
+    protocol is refused in that protocol's own shape (its SDK then reports it as an auth error).
+    """
+
+    def refuse(request: web.Request, status: int, message: str, headers: Mapping[str, str] | None = None):
+        for shaped in refusals():
+            response = shaped(request, status, message, headers or {})
+            if response is not None:
+                return response
+        return text(status, message, headers)
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if protected(request.path):
             if not token_ok(token, bearer_token(request.headers, request.query)):
                 metrics.errors.labels(code="unauthorized").inc()
-                return text(401, "unauthorized: send 'Authorization: Bearer <token>' or ?token=<token>",
-                            {"WWW-Authenticate": 'Bearer realm="streamer"'})
+                return refuse(request, 401, "unauthorized: send 'Authorization: Bearer <token>' or ?token=<token>",
+                              {"WWW-Authenticate": 'Bearer realm="streamer"'})
             if not origin_ok(allowed_origins, request.headers):
                 metrics.errors.labels(code="forbidden_origin").inc()
-                return text(403, f"origin {request.headers.get('Origin')} is not allowed (server.allowed_origins)")
+                return refuse(request, 403, f"origin {request.headers.get('Origin')} is not allowed "
+                              "(server.allowed_origins)")
         return await handler(request)
 
     return guard

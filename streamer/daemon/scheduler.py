@@ -199,7 +199,7 @@ class Scheduler:
             log.warning("batched decode of %d windows failed (%s); retrying one by one", len(batch), exc)
             results = [await loop.run_in_executor(self._executor, _decode_one, self.engine, r) for r in requests]
         elapsed = time.perf_counter() - started
-        self._record(requests, elapsed)
+        self._record(requests, elapsed, sum(not entry.session.batch for entry, _ in batch))
         outs = await self.call(_complete_all, [entry.session for entry, _ in batch], list(results))
         for (entry, _), out in zip(batch, outs):
             entry.served = self._round
@@ -207,9 +207,13 @@ class Scheduler:
             if out:
                 entry.deliver(out)
 
-    def _record(self, requests: list[DecodeRequest], elapsed: float) -> None:
+    def _record(self, requests: list[DecodeRequest], elapsed: float, realtime: int | None = None) -> None:
+        """``realtime``: how many of the requests came from live streams; only their share of the time
+        counts toward capacity (a file takes what is left, so it must not close admission for them)."""
         self.stats.record(len(requests), elapsed)
-        self.capacity.decoded(time.perf_counter(), elapsed)
+        share = 1.0 if realtime is None else realtime / len(requests)
+        if share:
+            self.capacity.decoded(time.perf_counter(), elapsed * share)
         self.metrics.decode_seconds.observe(elapsed)
         self.metrics.batch_size.observe(len(requests))
         self.metrics.decode_audio_seconds.inc(sum(len(r.audio) for r in requests) / SAMPLE_RATE)

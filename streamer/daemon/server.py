@@ -19,6 +19,7 @@ from aiohttp import WSMsgType, web
 
 from streamer import protocol, resources
 from streamer.compat.deepgram import DeepgramSurface
+from streamer.compat.surfaces import default_surfaces
 from streamer.config import ConfigError, Settings
 from streamer.daemon import http
 from streamer.daemon.host import SessionHost, session_keys
@@ -60,8 +61,9 @@ class StreamerServer:
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self.background: list = []  # local captures and other listeners (Wyoming): stopped before sessions flush
-        # other protocols on this port: objects with routes(server) -> [RouteDef], added before start()
-        self.surfaces: list = [DeepgramSurface()]
+        # other protocols on this port: objects with routes(server) -> [RouteDef], added before start(), and
+        # optionally auth_refusal(request, status, message, headers) -> their own shape for a 401/403 (or None)
+        self.surfaces: list = [DeepgramSurface(), *default_surfaces(settings)]
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         cfg = self.settings.server
@@ -76,7 +78,8 @@ class StreamerServer:
 
     def _app(self) -> web.Application:
         cfg = self.settings.server
-        app = web.Application(middlewares=[http.access_guard(cfg.token, cfg.allowed_origins, self.metrics)],
+        refusals = lambda: [s.auth_refusal for s in self.surfaces if hasattr(s, "auth_refusal")]  # noqa: E731
+        app = web.Application(middlewares=[http.access_guard(cfg.token, cfg.allowed_origins, self.metrics, refusals)],
                               client_max_size=cfg.max_frame_bytes * 4)
         app.router.add_get(LISTEN_PATH, self.tracked(self._listen))
         app.router.add_get(CAPTIONS_PATH, self.tracked(self._captions))
@@ -202,7 +205,6 @@ class StreamerServer:
         self.metrics.utilisation.set(round(admission.utilisation, 3))
         self.metrics.headroom.set(admission.headroom if admission.admit else 0.0)
 
-    # ------------------------------------------------------------- websockets
     def tracked(self, handler):
         """Run a websocket handler as a tracked task, so shutdown can wait for its session to flush."""
         async def run(request: web.Request) -> web.StreamResponse:

@@ -71,6 +71,9 @@ class Session:
         self.max_frame_bytes = max_frame_bytes
         self.defaults = defaults or StartParams(language=config.language, task=config.task)
         self.autostart = autostart
+        # a file fed as fast as the engine takes it (not a real-time stream): it shares the scheduler's
+        # rounds but not the capacity measure that admits live streams
+        self.batch = False
         self._check_start = check_start
         self._resumer = resumer
         self.resumed: ResumeState | None = None
