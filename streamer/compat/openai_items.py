@@ -11,9 +11,9 @@ conversation-item events. Each utterance the VAD hears becomes one conversation 
 * the ``final`` transcript flag -> ``...transcription.completed`` with the item's whole text.
 
 The daemon holds a sentence's last punctuation mark until it hears what follows (or a long
-silence): when the final update still holds one, completion waits for it, but never past the
-next utterance's start. Without turn detection every word goes to one item, completed when the
-client commits. No I/O here: events go to ``send``.
+silence); a completed item cannot change, so the mark the final update still holds is sent with
+it, and the same mark committed later is dropped. Without turn detection every word goes to one
+item, completed when the client commits. No I/O here: events go to ``send``.
 """
 
 from __future__ import annotations
@@ -51,7 +51,6 @@ class Item:
     start: float            # s on the connection's audio timeline
     text: str = ""
     committed: bool = False  # input_audio_buffer.committed was sent
-    ending: bool = False     # the utterance ended; completion waits for a held punctuation mark
 
 
 class Timeline:
@@ -96,8 +95,6 @@ class ItemTranslator:
     # ----------------------------------------------------------------- events
     def _speech(self, state: str, at: float) -> None:
         if state == "started":
-            for item in [i for i in self.items if i.ending]:
-                self._complete(item)  # its held mark comes too late: complete without it
             item = Item(new_item_id(), at)
             self.items.append(item)
             self.send({"type": "input_audio_buffer.speech_started", "event_id": event_id(),
@@ -125,8 +122,13 @@ class ItemTranslator:
         if pending is not None:
             self._delta(*pending)
         if message.get("final") and self.turns and self.items:
-            self.items[0].ending = True
-        if self.items and self.items[0].ending and not message.get("tentative"):
+            held = ""  # the sentence's last mark, which the daemon commits only once it hears what follows
+            for word in message.get("tentative", ()):
+                if not is_punctuation(word["word"]):
+                    break
+                held += word["word"]
+            if held and self.items[0].text:
+                self._delta(self.items[0], held)
             self._complete(self.items[0])
 
     def _item_for(self, text: str, start: float) -> Item | None:
