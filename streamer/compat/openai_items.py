@@ -72,6 +72,7 @@ class ItemTranslator:
         self.audio_seconds = 0.0
         self.failed: str | None = None
         self.closed = False
+        self._pending: tuple[Item, str] | None = None  # words of one item not yet sent
 
     # ----------------------------------------------------------------- subscriber interface
     def put(self, message: dict) -> None:
@@ -108,19 +109,17 @@ class ItemTranslator:
         self._commit(item)
 
     def _transcript(self, message: dict) -> None:
-        pending: tuple[Item, str] | None = None
         for word in message.get("committed", ()):
             text, start = word["word"], self.timeline.offset + float(word["start"])
             item = self._item_for(text, start)
-            if item is None:
+            gathered = self._pending is not None and self._pending[0] is item
+            if item is None or (is_punctuation(text) and not item.text and not gathered):
                 log.debug("dropping %r: its utterance was already completed", text)
                 continue
-            if pending is not None and pending[0] is not item:
-                self._delta(*pending)
-                pending = None
-            pending = (item, (pending[1] if pending else "") + text)
-        if pending is not None:
-            self._delta(*pending)
+            if self._pending is not None and self._pending[0] is not item:
+                self._flush()
+            self._pending = (item, (self._pending[1] if self._pending else "") + text)
+        self._flush()
         if message.get("final") and self.turns and self.items:
             held = ""  # the sentence's last mark, which the daemon commits only once it hears what follows
             for word in message.get("tentative", ()):
@@ -139,8 +138,15 @@ class ItemTranslator:
                 return None  # a held mark released after its utterance was completed
             self.items.append(Item(new_item_id(), start))  # no VAD start for it (turn detection off)
         while len(self.items) > 1 and start >= self.items[1].start - SLACK:
+            self._flush()
             self._complete(self.items[0])
         return self.items[0]
+
+    def _flush(self) -> None:
+        """Send the words gathered for one item as one delta."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self._delta(*pending)
 
     def _delta(self, item: Item, text: str) -> None:
         if not item.text:
