@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import math
 import zlib
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import Any
 
 from aiohttp import web
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from streamer.protocol import Close, CloseCode, is_punctuation
 
