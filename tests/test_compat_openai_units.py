@@ -82,12 +82,15 @@ def test_session_updates_in_both_dialects():
         "format": {"type": "audio/pcm", "rate": 16000}, "transcription": {"language": "de", "prompt": "Kafka"},
         "turn_detection": None}}})
     assert (ga.rate, ga.language, ga.prompt, ga.turns) == (16000, "de", "Kafka", False)
-    beta = _configured(ga, {"input_audio_format": "pcm16", "turn_detection": {"type": "server_vad"}})
-    assert (beta.rate, beta.language, beta.turns) == (24000, "de", True)
+    beta = _configured(ga, {"input_audio_format": "pcm16",
+                            "turn_detection": {"type": "server_vad", "silence_duration_ms": 800}})
+    assert (beta.rate, beta.language, beta.turns, beta.silence) == (24000, "de", True, 0.8)
     for bad, param in (({"input_audio_format": "g711_ulaw"}, "session.input_audio_format"),
                        ({"audio": {"input": {"format": {"type": "audio/pcm", "rate": 96000}}}},
                         "session.audio.input.format.rate"),
-                       ({"turn_detection": {"type": "push_to_talk"}}, "session.input_audio_turn_detection")):
+                       ({"turn_detection": {"type": "push_to_talk"}}, "session.turn_detection"),
+                       ({"turn_detection": {"type": "server_vad", "silence_duration_ms": 20}},
+                        "session.turn_detection.silence_duration_ms")):
         with pytest.raises(RealtimeError) as exc:
             _configured(Config(), bad)
         assert exc.value.param == param

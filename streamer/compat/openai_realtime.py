@@ -61,6 +61,7 @@ class Config:
     prompt: str = ""
     model: str = MODEL
     turns: bool = True  # turn_detection server_vad (the default), or null: the client commits
+    silence: float | None = None  # turn_detection.silence_duration_ms, s: this stream's stream.end_silence
 
 
 class OpenAIRealtime:
@@ -229,7 +230,10 @@ class RealtimeConnection:
     # ----------------------------------------------------------------- streams
     async def _start(self) -> None:
         params = protocol.parse_start(self._fields(self.config), self.host.default_params())
-        stream = self.host.new_session(params, prefix="rt-", resumable=False)
+        settings = self.server.settings.stream
+        if self.config.silence is not None:  # the client's end-of-turn silence, for this stream only
+            settings = settings.model_copy(update={"end_silence": self.config.silence})
+        stream = self.host.new_session(params, prefix="rt-", resumable=False, stream=settings)
         self.items = ItemTranslator(self.send, self.timeline, turns=self.config.turns)
         out = await self.host.scheduler.call(stream.start, {})
         if stream.ended:
@@ -270,7 +274,7 @@ class RealtimeConnection:
         stream = self.server.settings.stream
         c = self.config
         turn = ({"type": "server_vad", "threshold": stream.vad_threshold, "prefix_padding_ms": int(stream.speech_pad * 1000),
-                 "silence_duration_ms": int(stream.end_silence * 1000)} if c.turns else None)
+                 "silence_duration_ms": int((c.silence or stream.end_silence) * 1000)} if c.turns else None)
         transcription = {"model": c.model, "language": c.language, "prompt": c.prompt}
         if self.beta:
             return {"id": self.id, "object": "realtime.transcription_session", "modalities": ["text"],
@@ -288,11 +292,11 @@ def _configured(config: Config, session: dict) -> Config:
     given = audio.get("input") if isinstance(audio, dict) else None
     if given is not None and not isinstance(given, dict):
         raise RealtimeError("session.audio.input must be an object", "session.audio.input")
-    source, prefix = (given, "session.audio.input.") if given is not None else (session, "session.input_audio_")
+    source, prefix = (given, "session.audio.input.") if given is not None else (session, "session.")
     fmt_key, tr_key = ("format", "transcription") if given is not None else ("input_audio_format",
                                                                              "input_audio_transcription")
     if fmt_key in source:
-        config = replace(config, rate=_rate(source[fmt_key], prefix + "format"))
+        config = replace(config, rate=_rate(source[fmt_key], prefix + fmt_key))
     if tr_key in source and source[tr_key] is not None:
         tr = source[tr_key]
         if not isinstance(tr, dict):
@@ -307,6 +311,12 @@ def _configured(config: Config, session: dict) -> Config:
         if turn is not None and (not isinstance(turn, dict) or turn.get("type") not in ("server_vad", "semantic_vad")):
             raise RealtimeError("turn_detection must be null or {\"type\": \"server_vad\"}", prefix + "turn_detection")
         config = replace(config, turns=turn is not None)
+        silence = turn.get("silence_duration_ms") if isinstance(turn, dict) else None
+        if silence is not None:
+            if isinstance(silence, bool) or not isinstance(silence, (int, float)) or not 100 <= silence <= 5000:
+                raise RealtimeError(f"silence_duration_ms must be a number from 100 to 5000, got {silence!r}",
+                                    prefix + "turn_detection.silence_duration_ms")
+            config = replace(config, silence=silence / 1000)
     return config
 
 
