@@ -83,6 +83,9 @@ class StreamProcessor:
         self._last_language: str | None = self.language
         self._last_tentative: tuple[Word, ...] = ()
         self._utterance_done = False  # an utterance was completed since the last event
+        # the last hypothesis' token ids and the utterance it decoded: the next decode of the same
+        # utterance hands them to the engine as a draft (opaque ids; the engine may verify them in one pass)
+        self._draft: tuple[Utterance | None, tuple[int, ...]] = (None, ())
         self.max_window_seconds = 0.0  # largest decode window requested (bench / tests)
 
     # ----------------------------------------------------------------- public API
@@ -109,6 +112,7 @@ class StreamProcessor:
         if inflight is None:
             raise RuntimeError("complete() without a request in flight (call next_request() first)")
         self._inflight = None
+        self._draft = (inflight.utterance, hypothesis.tokens)
         verdict = assess(hypothesis, self.config)
         if inflight.kind == "probe":
             return self._probe_result(inflight, hypothesis, verdict)
@@ -293,8 +297,10 @@ class StreamProcessor:
         choice = self._language.choice()
         self._inflight = _InFlight(utterance, kind, timemap, pause_start, prompt, choice.language)
         self.max_window_seconds = max(self.max_window_seconds, audio.size / SAMPLE_RATE)
+        drafted, draft = self._draft
         return DecodeRequest(audio=audio, prompt=prompt, language=choice.language, task=self.task,
-                             offset=timemap.start, vocabulary=self.vocabulary, detect_language=choice.detect)
+                             offset=timemap.start, vocabulary=self.vocabulary, detect_language=choice.detect,
+                             draft=draft if drafted is utterance else ())
 
     # ----------------------------------------------------------------- results
 

@@ -44,15 +44,20 @@ class TimestampRules:
         self.begin_suppress = torch.tensor(begin_suppress, dtype=torch.long, device=device)
         self.max_initial = round(MAX_INITIAL_TIMESTAMP / TIME_PRECISION)
 
-    def apply(self, logits: torch.Tensor, generated: list[list[int]], rows: list[RowSpec]) -> torch.Tensor:
-        """Mask ``logits`` [batch, vocab] in place; vectorised over rows (one small host->device copy)."""
+    def apply(self, logits: torch.Tensor, generated: list[list[int]], rows: list[RowSpec],
+              first: bool | None = None) -> torch.Tensor:
+        """Mask ``logits`` [batch, vocab] in place; vectorised over rows (one small host->device copy).
+
+        ``first``: this is every row's first token (default: row 0 has generated nothing; a
+        batch whose row 0 ended at once must say False, or the others get the first-token rules).
+        """
         ts, device = self.t.timestamp_begin, logits.device
         logits[:, self.suppress] = -math.inf
         logits[:, self.t.no_timestamps] = -math.inf
         col = torch.arange(logits.shape[-1], device=device)[None, :]
         limits = torch.tensor([ts + r.max_timestamp_index for r in rows], device=device)[:, None]
         logits.masked_fill_(col > limits, -math.inf)  # no timestamp past the real audio
-        if not generated[0]:  # lockstep: every row starts together
+        if (not generated[0]) if first is None else first:  # lockstep: every row starts together
             logits[:, self.begin_suppress] = -math.inf
             logits[:, :ts] = -math.inf  # the first token is a timestamp, at most 1 s in
             logits[:, ts + self.max_initial + 1:] = -math.inf
@@ -77,15 +82,20 @@ class TimestampRules:
         return logits
 
 
-def greedy_decode(decoder: KVDecoder, encoder_out: torch.Tensor, rows: list[RowSpec], tokens: WhisperTokens,
-                  rules: TimestampRules | None, max_new_tokens: int, state: DecoderState | None = None,
-                  step_fn=None, forced_length: bool = False) -> list[DecodeResult]:
-    """Decode every row to <|endoftext|> (or the token limit).
+@dataclass
+class Prefilled:
+    """The decoder state after the prefix pass: what the greedy loop (plain or drafted) starts from."""
 
-    With a preallocated ``state`` (static shapes) and a compiled ``step_fn(tokens, positions,
-    slots)`` this is the CUDA-graph path; otherwise the cache attends only over filled slots.
-    ``forced_length`` ignores <|endoftext|> (benchmarks decode exactly ``max_new_tokens``).
-    """
+    state: DecoderState
+    width: int  # prefix slots used (rows are left-padded to it)
+    position: torch.Tensor  # [batch, 1] positional index of each row's last prefix token
+    logits: torch.Tensor  # [batch, vocab] raw logits for the first generated token
+    no_speech: list[float]
+
+
+def prefill(decoder: KVDecoder, encoder_out: torch.Tensor, rows: list[RowSpec], tokens: WhisperTokens,
+            state: DecoderState | None = None) -> Prefilled:
+    """One pass over every row's prefix (left-padded), filling the KV cache; the no-speech probability."""
     device = encoder_out.device
     batch = len(rows)
     width = max(len(r.prefix) for r in rows)
@@ -102,16 +112,32 @@ def greedy_decode(decoder: KVDecoder, encoder_out: torch.Tensor, rows: list[RowS
     hidden = decoder(prefix, positions, slots, state, attend_len=None if static else width)
     sot_hidden = torch.stack([hidden[b, width - len(r.prefix) + r.sot_index] for b, r in enumerate(rows)])
     no_speech = torch.softmax(decoder.logits(sot_hidden).float(), dim=-1)[:, tokens.no_speech].tolist()
-    logits = decoder.logits(hidden[:, -1])
+    # fixed strides: compiled steps guard on them
+    return Prefilled(state, width, positions[:, -1:].contiguous(), decoder.logits(hidden[:, -1]), no_speech)
+
+
+def greedy_decode(decoder: KVDecoder, encoder_out: torch.Tensor, rows: list[RowSpec], tokens: WhisperTokens,
+                  rules: TimestampRules | None, max_new_tokens: int, state: DecoderState | None = None,
+                  step_fn=None, forced_length: bool = False) -> list[DecodeResult]:
+    """Decode every row to <|endoftext|> (or the token limit).
+
+    With a preallocated ``state`` (static shapes) and a compiled ``step_fn(tokens, positions,
+    slots)`` this is the CUDA-graph path; otherwise the cache attends only over filled slots.
+    ``forced_length`` ignores <|endoftext|> (benchmarks decode exactly ``max_new_tokens``).
+    """
+    device = encoder_out.device
+    batch = len(rows)
+    static = state is not None
+    pre = prefill(decoder, encoder_out, rows, tokens, state)
+    state, width, logits, position = pre.state, pre.width, pre.logits, pre.position
 
     limit = min(max_new_tokens, decoder.max_len - width)
     generated: list[list[int]] = [[] for _ in rows]
     sum_logprob = [0.0] * batch
     finished = [False] * batch
-    position = positions[:, -1:].contiguous()  # fixed strides: compiled steps guard on them
     step = step_fn or (lambda t, p, s: decoder(t, p, s, state, attend_len=None if static else int(s[0]) + 1))
     for i in range(limit):
-        logits = rules.apply(logits.float(), generated, rows) if rules else logits.float()
+        logits = rules.apply(logits.float(), generated, rows, first=i == 0) if rules else logits.float()
         logprobs = torch.log_softmax(logits, dim=-1)
         chosen = logits.argmax(dim=-1)
         picked = logprobs.gather(1, chosen[:, None])[:, 0].tolist()
@@ -131,4 +157,4 @@ def greedy_decode(decoder: KVDecoder, encoder_out: torch.Tensor, rows: list[RowS
         slot = torch.tensor([width + i], device=device)
         state.valid[:, width + i] = True
         logits = decoder.logits(step(next_tokens, position, slot)[:, -1])
-    return [DecodeResult(g, s, n) for g, s, n in zip(generated, sum_logprob, no_speech)]
+    return [DecodeResult(g, s, n) for g, s, n in zip(generated, sum_logprob, pre.no_speech)]

@@ -1,4 +1,4 @@
-"""Cheap variants of a loaded engine: the same weights and decoders under another word-timing method.
+"""Cheap variants of a loaded engine: the same weights and decoders under another word-timing method or draft setting.
 
 ``streamer bench align`` compares word-timing methods on one engine; a view is a shallow copy
 with its own (validated) config, so nothing outside the engine ever changes a loaded engine.
@@ -22,7 +22,14 @@ class WordTimingViews:
 
     def with_word_timestamps(self: E, method: str) -> E:
         """This engine timing words by ``method`` (dtw, segments, both); weights are shared, not copied."""
+        return self._view(word_timestamps=method)
+
+    def with_drafts(self: E, on: bool) -> E:
+        """This engine with draft verification on or off (``streamer bench drafts`` compares them)."""
+        return self._view(drafts=on)
+
+    def _view(self: E, **changes) -> E:
         view = copy.copy(self)
-        view.config = EngineConfig.model_validate({**self.config.model_dump(), "word_timestamps": method})
+        view.config = EngineConfig.model_validate({**self.config.model_dump(), **changes})
         view.last_timing = {}
         return view

@@ -21,6 +21,7 @@ import torch
 from streamer.config import EngineConfig
 from streamer.engine.alignment import clamp_to_segments, segment_word_times, segments_of, teacher_forced, word_times
 from streamer.engine.decoding import TIME_PRECISION, RowSpec, TimestampRules, greedy_decode
+from streamer.engine.drafts import drafted_decode
 from streamer.engine.gpu import CompileOptions, build_compiled
 from streamer.engine.kv_decoder import KVDecoder
 from streamer.engine.language import LanguageChoice, choose_languages
@@ -112,19 +113,29 @@ class WhisperEngine(WordTimingViews):
         t1 = time.perf_counter()
         languages = choose_languages(requests, encoder_out, self.decoder, self.tokens)
         rows = [self._row(r, lang, len(a) / SAMPLE_RATE) for r, lang, a in zip(requests, languages, audios)]
-        results = self._greedy(encoder_out, rows)
+        results, stats = self._greedy(encoder_out, rows, [self._draft(r) for r in requests])
         t2 = time.perf_counter()
         hyps = self._hypotheses(requests, audios, encoder_out, rows, results, languages)
         t3 = time.perf_counter()
         self.last_timing = {"encode": t1 - t0, "decode": t2 - t1, "align": t3 - t2,
-                            "tokens": float(sum(len(r.tokens) for r in results))}
+                            "tokens": float(sum(len(r.tokens) for r in results)),
+                            **{k: float(v) for k, v in stats.items()}}
         return hyps
 
-    def _greedy(self, encoder_out: torch.Tensor, rows: list[RowSpec]):
-        """Greedy decode; on the compiled path rows are padded up to a warmed batch size."""
-        if self.compiled is None:
-            return greedy_decode(self.decoder, encoder_out, rows, self.tokens, self.rules, self.config.max_new_tokens)
-        return self.compiled.decode(encoder_out, rows, self.rules, self.config.max_new_tokens)
+    def _draft(self, request: DecodeRequest) -> tuple[int, ...]:
+        """The request's draft, if drafts are on; ids the model cannot emit are dropped (a stale caller)."""
+        if not self.config.drafts or not request.draft:
+            return ()
+        return tuple(t for t in request.draft if 0 <= t < self.tokens.eot or t >= self.tokens.timestamp_begin)
+
+    def _greedy(self, encoder_out: torch.Tensor, rows: list[RowSpec], drafts: list[tuple[int, ...]]):
+        """Greedy decode; with drafts, verified in blocks; on the compiled path rows are padded up to a warmed batch size."""
+        limit = self.config.max_new_tokens
+        if self.compiled is not None:
+            return self.compiled.decode(encoder_out, rows, self.rules, limit), {}
+        if any(drafts):
+            return drafted_decode(self.decoder, encoder_out, rows, self.tokens, self.rules, limit, drafts)
+        return greedy_decode(self.decoder, encoder_out, rows, self.tokens, self.rules, limit), {}
 
     # -- stages ---------------------------------------------------------------------------
     def encode(self, audios: list[np.ndarray]) -> torch.Tensor:
@@ -156,7 +167,7 @@ class WhisperEngine(WordTimingViews):
                                      duration, languages[b].code)
             text = self.tokens.decode(text_tokens[b])
             hyps.append(Hypothesis(
-                words=tuple(words), language=languages[b].code,
+                words=tuple(words), language=languages[b].code, tokens=tuple(result.tokens),
                 avg_logprob=result.sum_logprob / (len(result.tokens) + 1),
                 no_speech_prob=result.no_speech_prob, compression_ratio=compression_ratio(text),
                 language_probability=languages[b].probability, language_probs=languages[b].candidates,
@@ -203,7 +214,7 @@ def load_whisper(config: EngineConfig, compile: CompileOptions | None = None) ->
     generation = _load_generation(source)
     quantized = device.type == "cpu" and config.quantize in ("auto", "int8") and dtype == torch.float32
     if quantized:
-        model, quantized = _quantize_int8(model)
+        model, quantized = _quantize_int8(model, rows=config.drafts)
     if compile is None and device.type == "cuda" and config.compile:
         compile = CompileOptions(batch_sizes=tuple(config.batch_sizes))
     engine = WhisperEngine(model, tokens, generation, config, name=config.model, device=device, dtype=dtype,
@@ -213,9 +224,12 @@ def load_whisper(config: EngineConfig, compile: CompileOptions | None = None) ->
     return engine
 
 
-def _quantize_int8(model) -> tuple[object, bool]:
+def _quantize_int8(model, rows: bool = False) -> tuple[object, bool]:
     """Dynamic int8 linear layers: on 2 CPU cores this halves decode time at the same transcript.
 
+    ``rows``: the decoder's layers quantise each token on its own (:mod:`streamer.engine.rowquant`),
+    so a token's logits do not depend on what else is in the pass; draft verification needs
+    that to be lossless. The encoder (always one full window per row) keeps torch's layers.
     torch marks the eager quantisation API deprecated (but ships it through 2.14); if a future
     torch drops it we keep running in float32 rather than fail.
     """
@@ -224,7 +238,15 @@ def _quantize_int8(model) -> tuple[object, bool]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8), True
+            if not rows:
+                return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8), True
+            from streamer.engine.rowquant import RowQuantizedLinear, quantize_rows
+
+            quantize_rows(model.model.decoder)
+            model.proj_out = RowQuantizedLinear(model.proj_out)
+            torch.ao.quantization.quantize_dynamic(model.model.encoder, {torch.nn.Linear}, dtype=torch.qint8,
+                                                   inplace=True)
+            return model, True
     except (AttributeError, RuntimeError) as exc:
         log.warning("int8 quantisation unavailable in this torch (%s); using float32", exc)
         return model, False

@@ -1,0 +1,153 @@
+"""Greedy decoding that verifies a draft: many tokens per decoder pass, the same tokens as plain greedy.
+
+Successive decodes of a stream's window mostly repeat the previous hypothesis (that is why
+LocalAgreement works). Each step of this loop feeds the greedy choice *and* the draft's
+guess of what follows it as one block; Whisper's timestamp and suppression rules are applied
+at every block position exactly as the plain loop applies them, the longest prefix of the
+guess that equals the greedy choice at each position is accepted, and the loop continues from
+the first disagreement. A rejected guess costs only its share of one pass; its cache slots
+are masked out for that row (the same masking that handles left padding), so rows of a batch
+accept different lengths and keep decoding together.
+
+The guess is the draft's continuation while the output still equals the draft's beginning;
+after the first disagreement (or when the draft never lined up: a trimmed window shifts every
+timestamp token, a new prompt changes the wording) it is found by n-gram lookup: the draft
+tokens that followed the last few generated tokens where they occurred in the draft.
+
+Exactness: every accepted token is the argmax of logits processed by the same rules as the
+plain loop, so a difference from plain greedy can only come from the logits themselves being
+computed in a block of several tokens instead of one at a time: float summation order, and,
+with the CPU's dynamic int8 linears, an activation scale taken over the whole block. See
+``bench/drafts.py`` for how often that flips a token on real replays.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from streamer.engine.decoding import DecodeResult, RowSpec, TimestampRules, prefill
+from streamer.engine.kv_decoder import KVDecoder
+from streamer.engine.tokenizer import WhisperTokens
+
+MAX_GUESS = 48  # draft tokens verified per pass (bounds the wasted work when a guess is wrong early)
+NGRAM_SIZES = (3, 2, 1)  # suffix lengths tried, longest first, when the output left the draft
+MIN_NGRAM_GUESS = 2  # an n-gram guess shorter than this is not worth widening the pass
+
+
+def guess(generated: list[int], draft: tuple[int, ...], room: int) -> list[int]:
+    """What the draft says follows ``generated`` (at most ``room`` tokens; empty if nothing fits)."""
+    if room <= 0 or not draft:
+        return []
+    n = len(generated)
+    if n <= len(draft) and tuple(generated) == draft[:n]:
+        return list(draft[n:n + room])
+    for size in NGRAM_SIZES:
+        if n < size:
+            continue
+        key = tuple(generated[-size:])
+        for start in range(len(draft) - size):
+            if draft[start:start + size] == key:
+                found = list(draft[start + size:start + size + room])
+                return found if len(found) >= MIN_NGRAM_GUESS or size > 1 else []
+    return []
+
+
+def drafted_decode(decoder: KVDecoder, encoder_out: torch.Tensor, rows: list[RowSpec], tokens: WhisperTokens,
+                   rules: TimestampRules, max_new_tokens: int,
+                   drafts: list[tuple[int, ...]]) -> tuple[list[DecodeResult], dict[str, int]]:
+    """Greedy decode of every row, verifying ``drafts[b]`` (row b's previous tokens) along the way.
+
+    Eager (CPU) path: the cache attends over the filled slots. Returns the results and counts
+    (passes, tokens accepted from drafts) for the benchmark.
+    """
+    device = encoder_out.device
+    batch = len(rows)
+    pre = prefill(decoder, encoder_out, rows, tokens)
+    state, slot, logits = pre.state, pre.width, pre.logits
+    position = pre.position[:, 0].clone()  # [batch]: positional index of each row's last cached token
+    limit = min(max_new_tokens, decoder.max_len - slot)
+    generated: list[list[int]] = [[] for _ in rows]
+    sum_logprob = [0.0] * batch
+    finished = [False] * batch
+    stats = {"passes": 0, "guessed": 0, "accepted": 0}
+    first = True
+    while True:
+        # 1. the greedy choice from each row's pending logits: exactly the plain loop's step
+        processed = rules.apply(logits.float(), generated, rows, first=first)
+        first = False
+        logprobs = torch.log_softmax(processed, dim=-1)
+        chosen = processed.argmax(dim=-1).tolist()
+        picked = logprobs[torch.arange(batch), torch.tensor(chosen)].tolist()
+        for b, token in enumerate(chosen):
+            if finished[b]:
+                continue
+            sum_logprob[b] += picked[b]
+            if token == tokens.eot:
+                finished[b] = True
+            else:
+                generated[b].append(token)
+                finished[b] = len(generated[b]) >= limit
+        if all(finished):
+            break
+        # 2. each row's block: its choice, then the draft's guess of what follows
+        need = max(limit - len(g) for g, f in zip(generated, finished) if not f)
+        room = min(MAX_GUESS, decoder.max_len - slot - 1 - need)
+        guesses = [[] if f else guess(g, d, min(room, limit - len(g))) for g, f, d in zip(generated, finished, drafts)]
+        width = 1 + max(len(q) for q in guesses)
+        block = torch.full((batch, width), tokens.eot, dtype=torch.long, device=device)
+        for b, (g, q) in enumerate(zip(generated, guesses)):
+            block[b, 0] = g[-1] if (g and not finished[b]) else tokens.eot
+            if q:
+                block[b, 1:1 + len(q)] = torch.tensor(q, device=device)
+        positions = position[:, None] + 1 + torch.arange(width, device=device)[None, :]
+        slots = torch.arange(slot, slot + width, device=device)
+        state.valid[:, slot:slot + width] = True
+        hidden = decoder(block, positions, slots, state, attend_len=slot + width)
+        stats["passes"] += 1
+        if width == 1:
+            logits = decoder.logits(hidden[:, -1])
+            position, slot = position + 1, slot + 1
+            continue
+        # 3. verify every guessed position at once, with the rules each would have met
+        block_logits = decoder.logits(hidden)
+        accepted = _verify(block_logits, guesses, generated, finished, rows, rules, tokens, sum_logprob, limit)
+        stats["guessed"] += sum(len(q) for q in guesses)
+        stats["accepted"] += sum(accepted)
+        for b, a in enumerate(accepted):
+            state.valid[b, slot + 1 + a:slot + width] = False  # rejected guesses: holes in this row's cache
+        logits = block_logits[torch.arange(batch), torch.tensor(accepted, device=device)]
+        position = position + 1 + torch.tensor(accepted, device=device)
+        slot += width
+    return [DecodeResult(g, s, n) for g, s, n in zip(generated, sum_logprob, pre.no_speech)], stats
+
+
+def _verify(block_logits: torch.Tensor, guesses: list[list[int]], generated: list[list[int]], finished: list[bool],
+            rows: list[RowSpec], rules: TimestampRules, tokens: WhisperTokens, sum_logprob: list[float],
+            limit: int) -> list[int]:
+    """Accept each row's longest guessed prefix that greedy would have chosen; extends ``generated``."""
+    flat, contexts, flat_rows, owners = [], [], [], []
+    for b, q in enumerate(guesses):
+        for j in range(len(q)):
+            flat.append(block_logits[b, j])
+            contexts.append(generated[b] + q[:j])
+            flat_rows.append(rows[b])
+            owners.append((b, j))
+    accepted = [0] * len(guesses)
+    if not flat:
+        return accepted
+    processed = rules.apply(torch.stack(flat).float(), contexts, flat_rows, first=False)
+    logprobs = torch.log_softmax(processed, dim=-1)
+    best = processed.argmax(dim=-1).tolist()
+    stopped = [False] * len(guesses)
+    for k, (b, j) in enumerate(owners):
+        if stopped[b] or best[k] != guesses[b][j]:
+            stopped[b] = True
+            continue
+        token = guesses[b][j]
+        sum_logprob[b] += float(logprobs[k, token])
+        generated[b].append(token)
+        accepted[b] += 1
+        if len(generated[b]) >= limit:
+            finished[b] = True
+            stopped[b] = True
+    return accepted
