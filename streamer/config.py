@@ -37,8 +37,9 @@ class EngineConfig(_Section):
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 2, 4, 8],
                                    description="batch shapes warmed up (CUDA compile)")
     max_new_tokens: int = Field(128, ge=8, le=440)
-    drafts: bool = Field(True, description="CPU: verify the stream's previous tokens in one decoder pass instead "
-                         "of decoding them one by one (greedy's tokens either way; see docs/engine.md)")
+    drafts: bool = Field(False, description="CPU: verify the stream's previous tokens in blocks instead of decoding "
+                         "them one by one; int8 then quantises the decoder per token. Off: not exact nor faster "
+                         "in int8 yet (docs/engine.md)")
     word_timestamps: Literal["dtw", "segments", "both"] = Field(
         "both", description="word times from cross-attention DTW, timestamp tokens, or DTW clamped to segments")
     cache_dir: str | None = Field(None, description="where embedded models are converted; default XDG cache")
