@@ -126,7 +126,8 @@ class WhisperEngine(WordTimingViews):
         """The request's draft, if drafts are on; ids the model cannot emit are dropped (a stale caller)."""
         if not self.config.drafts or not request.draft:
             return ()
-        return tuple(t for t in request.draft if 0 <= t < self.tokens.eot or t >= self.tokens.timestamp_begin)
+        vocab = self.model.config.vocab_size
+        return tuple(t for t in request.draft if 0 <= t < self.tokens.eot or self.tokens.timestamp_begin <= t < vocab)
 
     def _greedy(self, encoder_out: torch.Tensor, rows: list[RowSpec], drafts: list[tuple[int, ...]]):
         """Greedy decode; with drafts, verified in blocks; on the compiled path rows are padded up to a warmed batch size."""
