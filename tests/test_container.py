@@ -15,14 +15,13 @@ import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from support import recall
-from support.docker import ensure_daemon, free_port, image_exists
+from support.docker import ensure_daemon, image_exists
+from support.replicas import free_port, healthz
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
@@ -36,16 +35,6 @@ def docker(*args: str, timeout: float = 120, check: bool = True) -> subprocess.C
     if check and result.returncode != 0:
         raise AssertionError(f"docker {' '.join(args)}: {result.stderr[-2000:]}")
     return result
-
-
-def healthz(port: int) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=3) as response:
-            return response.status, response.read().decode().strip()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode().strip()
-    except OSError as error:
-        return 0, str(error)
 
 
 @pytest.fixture(scope="module")

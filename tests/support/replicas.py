@@ -95,7 +95,18 @@ class Daemon:
                 self.proc.wait(10)
 
 
-class HAProxy:
+class _Child:
+    """A helper process the tests start and stop (``proc``: the running process, or None)."""
+
+    proc: subprocess.Popen | None = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+class HAProxy(_Child):
     """Debian's haproxy running the repository's deploy/haproxy.cfg unmodified (addresses via env)."""
 
     def __init__(self, log_dir: Path, *daemons: Daemon) -> None:
@@ -121,13 +132,8 @@ class HAProxy:
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
 
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
 
-
-class Redis:
+class Redis(_Child):
     """Debian's redis-server on a free port, no persistence; restartable on the same port."""
 
     def __init__(self, log_dir: Path) -> None:
@@ -148,8 +154,3 @@ class Redis:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
