@@ -42,6 +42,7 @@ class SpokenPunctuation:
         self.pending_mark = ""          # trailing punctuation of the last emitted word
         self.capitalize_next = False
         self.at_line_start = True
+        self.after_command = False     # the last thing fed was a spoken command
 
     def feed(self, words: list[str]) -> str:
         """Text to type for these newly committed words (Whisper's leading spaces kept)."""
@@ -72,6 +73,7 @@ class SpokenPunctuation:
         return text
 
     def _command(self, mark: str) -> str:
+        self.after_command = True
         if mark.startswith("\n"):  # a line break keeps the mark before it ("period new line")
             out, self.pending_mark = self.pending_mark + mark, ""
             self.at_line_start = True
@@ -85,8 +87,10 @@ class SpokenPunctuation:
         core = _MARK.sub("", word)
         trailing = word[len(core):]
         if not core.strip():  # a bare mark ("," as its own token): treat as trailing punctuation
-            self.pending_mark = trailing.strip()
+            if not self.after_command:  # Whisper's mark on a command word: the spoken one decided
+                self.pending_mark = trailing.strip()
             return ""
+        self.after_command = False
         out = self.pending_mark
         if self.at_line_start:
             core = core.lstrip()

@@ -29,6 +29,9 @@ def test_spoken_punctuation_replaces_whisper_marks_and_spans_batches() -> None:
     assert spoken([" test", " period.", " New"], [" line.", " next", " question"], [" mark"]) == "test.\nNext?"
     assert spoken([" a", " new", " car."]) == "a new car."  # "new" alone is just a word
     assert spoken([" one", " new", " paragraph", " two"]) == "one\n\nTwo"
+    # the daemon commits a held sentence mark as its own item once audio after it is heard
+    assert spoken([" test", " new", " line"], ["."], [" Thank", " you."]) == "test\nThank you."
+    assert spoken([" Hi", " comma"], ["."], [" there"]) == "Hi, there"
     assert spoken([" Hello", " comma", " world"], enabled=False) == "Hello comma world"
 
 
