@@ -104,7 +104,11 @@ class LiveSession:
             start = self.params.message()
             resuming = bool(self.point.token) and self.retained.complete
             if resuming:
-                start["resume"] = self.point.claim(self.retained.seconds)
+                # context before the stream's own start does not exist on the server's timeline
+                self.retained.drop_context(keep=min(self.retained.context_seconds, self.point.committed_until))
+                start["resume"] = self.point.claim(self.retained.seconds, self.retained.context_seconds)
+            else:
+                self.retained.drop_context()
             await ws.send(json.dumps(start))
             ready = await self._expect_ready(ws)
             self._begin(ready, resuming)
@@ -136,6 +140,7 @@ class LiveSession:
             log.info("session %s resumed at %.2f s (seq %d); replaying %.1f s", session,
                      self.point.committed_until, self.point.seq, self.retained.seconds)
         else:
+            self.retained.drop_context()  # a new session would commit the context's words again
             if resuming:
                 log.warning("resume refused; continuing as new session %s from %.2f s", session, self.retained.start)
             if not self._tokens:  # no acknowledgements from this daemon: what was sent is done with

@@ -193,7 +193,10 @@ def resumable(tokens=None, **kwargs) -> Session:
     return Session(kwargs.pop("sid", "s1"), config(), model="scripted", resumer=resumer, **kwargs)
 
 
-def test_a_resumed_stream_continues_the_timeline_seq_and_text_without_repeating_a_word():
+@pytest.mark.parametrize("context", [0.0, 1.0])
+def test_a_resumed_stream_continues_the_timeline_seq_and_text_without_repeating_a_word(context):
+    """``context`` seconds of committed audio replayed before the resume point are decoded as
+    context: the words heard there ("two", partly "one") are not committed again."""
     from streamer.daemon.resume import ResumeTokens
 
     engine = ScriptedEngine(timeline_script(WORDS))
@@ -210,10 +213,10 @@ def test_a_resumed_stream_continues_the_timeline_seq_and_text_without_repeating_
     assert committed == [" one", " two"] and last["committed_until"] == pytest.approx(1.6, abs=0.01)
     # the connection drops; a new one (any daemon with the same secret) resumes from the last event
     audio = np.frombuffer(pcm16(5.0), dtype="<i2")
-    retained = audio[int(last["committed_until"] * 16000):].tobytes()
+    retained = audio[int((last["committed_until"] - context) * 16000):].tobytes()
     second = resumable(tokens, sid="fresh")
     claim = {"session": "s1", "token": last["resume"], "seq": last["seq"], "committed_until": last["committed_until"],
-             "retained_seconds": len(retained) / 32000}
+             "retained_seconds": len(retained) / 32000, "context_seconds": context}
     ready = second.receive_text(json.dumps({"type": "start", "resume": claim}))
     assert ready[0]["session"] == "s1" and ready[0]["resumed"] is True
     second.receive_binary(retained)
@@ -233,6 +236,8 @@ def test_a_resumed_stream_continues_the_timeline_seq_and_text_without_repeating_
     ({"session": "someone-else"}, "resume_invalid"),
     ({"committed_until": 99.0}, "resume_mismatch"),
     ({"retained_seconds": 31.0}, "resume_too_long"),
+    ({"context_seconds": 0.5}, "resume_mismatch"),     # before the stream's start
+    ({"context_seconds": 6.0, "retained_seconds": 8.0}, "resume_mismatch"),
     ({"expired": True}, "resume_expired"),
 ])
 def test_a_bad_resume_is_refused_clearly_and_the_connection_starts_fresh(change, code):

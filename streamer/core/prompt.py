@@ -22,10 +22,12 @@ class PromptBuilder:
         self.max_chars = max_chars
         self._from_index = 0
         self.earlier = ""  # text committed before this stream core existed (a resumed stream's tail)
+        self.earlier_until = 0.0  # where that text's audio ends (a resumed stream's floor)
 
     def reset(self, committed_count: int) -> None:
         """Use only words committed from now on (index ``committed_count`` onwards)."""
         self._from_index = committed_count
+        self.earlier = ""
 
     def build(self, committed: Sequence[Word], before: float = float("inf")) -> str:
         """The last ``max_chars`` characters of usable committed text ending by ``before``, from a word start.
@@ -47,7 +49,8 @@ class PromptBuilder:
                 break
             picked.append(word.word)
         else:
-            if self._from_index == 0 and self.earlier and size < self.max_chars:
+            earlier_fits = before + PROMPT_TOLERANCE >= self.earlier_until  # not over a resumed stream's context audio
+            if self._from_index == 0 and self.earlier and earlier_fits and size < self.max_chars:
                 room = self.max_chars - size
                 cut = self.earlier[-room:]
                 picked.append(cut[cut.find(" "):] if len(self.earlier) > room and " " in cut else cut)

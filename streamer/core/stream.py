@@ -33,6 +33,7 @@ from streamer.config import StreamConfig
 from streamer.core.agreement import LocalAgreement, new_words_after
 from streamer.core.buffer import TimeMap
 from streamer.core.events import SpeechBoundary, TranscriptEvent
+from streamer.core.floor import CommitFloor
 from streamer.core.guards import assess
 from streamer.core.language import LanguagePolicy
 from streamer.core.prompt import PromptBuilder
@@ -86,6 +87,7 @@ class StreamProcessor:
         # the last hypothesis' token ids and the utterance it decoded: the next decode of the same
         # utterance hands them to the engine as a draft (opaque ids; the engine may verify them in one pass)
         self._draft: tuple[Utterance | None, tuple[int, ...]] = (None, ())
+        self._floor = CommitFloor()  # a resumed stream's resume point (audio before it is context)
         self.max_window_seconds = 0.0  # largest decode window requested (bench / tests)
 
     # ----------------------------------------------------------------- public API
@@ -118,9 +120,10 @@ class StreamProcessor:
             return self._probe_result(inflight, hypothesis, verdict)
         if verdict.rejected:
             log.debug("hypothesis rejected (%s): %r", ",".join(verdict.reasons), hypothesis.text)
-        words = self._stream_words(verdict.words, inflight.timemap)
+        heard = self._stream_words(verdict.words, inflight.timemap)
+        words = self._floor.fresh(heard, inflight.timemap.start)
         utterance = inflight.utterance
-        if not words and not verdict.rejected and inflight.prompt and inflight.kind in ("final", "forced"):
+        if not heard and not verdict.rejected and inflight.prompt and inflight.kind in ("final", "forced"):
             # Whisper sometimes ends at once when prompted (tiny.en on LJ001-0001 from 1.23 s to
             # 9.65 s, prompt "printing in the": no words, no-speech 0.02; from 1.27 s, or without
             # the prompt, all 24 words). This window's audio leaves the buffer after this
@@ -137,7 +140,7 @@ class StreamProcessor:
             log.debug("%s [%.2f-%.2f] heard %r -> committed %r, tentative %r", inflight.kind,
                       inflight.timemap.start, inflight.timemap.end, "".join(w.word for w in words),
                       "".join(w.word for w in new), "".join(w.word for w in self._agreement.tentative))
-        new = self._held.settle(words, new)
+        new = self._held.settle(heard, new)
         if self.done:
             new += self._held.release()
         self._committed += new
@@ -230,16 +233,19 @@ class StreamProcessor:
         """Audio held for decoding now (open and closed utterances)."""
         return self._audio.buffer_seconds
 
-    def resume(self, committed_until: float, seq: int, tail: str = "", held: str = "") -> None:
+    def resume(self, committed_until: float, seq: int, tail: str = "", held: str = "", context: float = 0.0) -> None:
         """Continue a stream another core was serving: same timeline, ``seq`` and context.
 
-        Audio fed from now on starts at ``committed_until`` (everything before it is committed);
-        ``tail`` is the end of the committed text (the next decodes' context), ``held`` a trailing
-        mark that was still waiting for what follows the last committed word.
+        Audio fed from now on starts ``context`` seconds before ``committed_until`` (everything
+        before that point is committed: the context is decoded, never committed again; see
+        :mod:`streamer.core.floor`); ``tail`` is the end of the committed text (the next decodes'
+        prompt), ``held`` a trailing mark that was still waiting for what follows the last committed word.
         """
-        self._audio.start_at(int(round(committed_until * SAMPLE_RATE)))
+        self._audio.start_at(int(round(max(0.0, committed_until - context) * SAMPLE_RATE)))
+        self._floor = CommitFloor(committed_until, tail)
         self._seq = seq
         self._prompt.earlier = tail
+        self._prompt.earlier_until = committed_until
         last = tail.split()[-1] if tail.split() else ""
         self._held.hold(Word(" " + last, committed_until, committed_until), held if last else "")
 
@@ -251,9 +257,9 @@ class StreamProcessor:
         """
         utterance = self._audio.current()
         if utterance is None:
-            return self.decoded_seconds
+            return self._floor.clamp(self.decoded_seconds)
         last_end = self._committed[-1].end if self._committed else 0.0
-        return min(max(utterance.buffer.start, last_end), self._audio.position / SAMPLE_RATE)
+        return self._floor.clamp(min(max(utterance.buffer.start, last_end), self._audio.position / SAMPLE_RATE))
 
     @property
     def seq(self) -> int:

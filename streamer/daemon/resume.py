@@ -82,6 +82,9 @@ class ResumeTokens:
         return hmac.new(self._key, body, hashlib.sha256).digest()
 
 
+MAX_CONTEXT = 5.0  # s: committed audio a resume may replay before committed_until, as decoding context
+
+
 def check_claim(state: ResumeState, claim: Mapping[str, Any], max_retained: float) -> None:
     """The client's own account must match what the token vouches for."""
     if claim.get("session") not in (None, state.session):
@@ -95,6 +98,11 @@ def check_claim(state: ResumeState, claim: Mapping[str, Any], max_retained: floa
     if not isinstance(retained, (int, float)) or retained < 0 or retained > max_retained:
         raise ResumeError("resume_too_long", f"retained_seconds {retained!r} is over the limit of "
                           f"{max_retained:g} s of audio a resume may replay")
+    context = claim.get("context_seconds", 0.0)
+    if (not isinstance(context, (int, float)) or not 0 <= context <= MAX_CONTEXT or context > retained
+            or context > state.committed_until + 1e-3):
+        raise ResumeError("resume_mismatch", f"context_seconds {context!r} must be between 0 and {MAX_CONTEXT:g}, "
+                          "within the retained audio and after the stream's start")
 
 
 class TokenResumer:

@@ -137,7 +137,8 @@ class Session:
             return self._error(exc.code, f"{exc}; this connection continues as a new session")
         self.resumed = state
         self.id = state.session
-        self.processor.resume(state.committed_until, state.seq, state.tail, state.held)
+        self.processor.resume(state.committed_until, state.seq, state.tail, state.held,
+                              context=float(claim.get("context_seconds", 0.0)))
         return []
 
     def ready_message(self) -> dict:

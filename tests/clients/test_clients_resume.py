@@ -28,7 +28,7 @@ JFK = "and so my fellow americans ask not what your country can do for you ask w
 
 
 def test_retained_audio_keeps_what_is_not_committed_within_its_bound() -> None:
-    kept = RetainedAudio(bytes_per_second=100, max_seconds=2.0, frame_bytes=2)
+    kept = RetainedAudio(bytes_per_second=100, max_seconds=2.0, frame_bytes=2, context_seconds=0)
     kept.append(b"a" * 150)
     kept.ack(0.5)                                 # the server committed the first half second
     assert kept.start == 0.5 and kept.seconds == 1.0 and kept.complete
@@ -40,6 +40,23 @@ def test_retained_audio_keeps_what_is_not_committed_within_its_bound() -> None:
     assert kept.complete and kept.start == 1.2 and kept.end == 3.0
 
 
+def test_retained_audio_keeps_committed_context_that_never_opens_a_gap() -> None:
+    kept = RetainedAudio(bytes_per_second=100, max_seconds=3.0, frame_bytes=2, context_seconds=0.5)
+    kept.append(b"a" * 150)
+    kept.ack(1.0)                                 # committed up to 1 s: half a second before it stays
+    assert kept.start == 0.5 and kept.seconds == 1.0 and kept.context_seconds == 0.5
+    kept.append(b"b" * 220)                       # over the bound: context goes first, no gap
+    assert kept.start == 0.7 and kept.context_seconds == pytest.approx(0.3) and kept.complete
+    kept.append(b"c" * 40)                        # now uncommitted audio is dropped: a gap
+    assert kept.start == 1.1 and kept.context_seconds == 0 and not kept.complete
+    kept.ack(1.6)
+    assert kept.complete and kept.start == 1.1 and kept.context_seconds == 0.5
+    kept.drop_context(keep=0.2)
+    assert kept.start == 1.4 and kept.context_seconds == pytest.approx(0.2)
+    kept.drop_context()                           # a new session gets no committed audio
+    assert kept.start == 1.6 and kept.context_seconds == 0
+
+
 def test_resume_point_follows_the_latest_token() -> None:
     point = ResumePoint()
     assert not point.update({"type": "transcript", "seq": 1})        # no token (a subscriber's copy)
@@ -47,6 +64,7 @@ def test_resume_point_follows_the_latest_token() -> None:
     point.update({"type": "transcript", "seq": 4, "committed_until": 2.5, "resume": "r1.z.w"})
     assert point.claim(1.25) == {"session": "abc", "token": "r1.z.w", "seq": 4, "committed_until": 2.5,
                                  "retained_seconds": 1.25}
+    assert point.claim(3.0, 1.5)["context_seconds"] == 1.5
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +91,7 @@ def check_continuous(session: LiveSession, engine, audio: np.ndarray, sessions: 
     assert len(set(session.sessions)) == sessions, session.sessions
     assert word_distance(text, engine.decode(DecodeRequest(audio, language="en")).text) <= 4, text
     starts = [w.start for w in session.transcript.committed]
-    assert starts == sorted(starts), starts
+    assert starts == sorted(starts), [(w.word, w.start, w.end) for w in session.transcript.committed]
     spoken, said = Counter(words(text)), Counter(JFK.split())
     assert spoken["country"] == 2, text
     assert not [w for w in spoken if spoken[w] > said[w] and w in said], text   # no word twice

@@ -1,0 +1,43 @@
+"""Where a resumed stream's new words begin: audio before the floor was committed elsewhere.
+
+A resumed stream may replay some already-committed audio before the resume point (the client's
+``context_seconds``) so that its first window does not start mid-sentence: a window that begins
+right at the uncommitted words is where Whisper drops or garbles words (tiny.en, prompted with
+"ask not", skipped "your country can do for you, ask what" from a window starting at "what").
+The words Whisper hears in that context were committed by the previous connection: they are
+matched against the committed tail text (known) at the floor time and never committed again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Sequence
+
+from streamer.core.agreement import MAX_OVERLAP, new_words_after
+from streamer.hypothesis import Word
+
+
+class CommitFloor:
+    """Nothing before ``until`` (stream seconds) is new; ``tail`` is the committed text that ends there."""
+
+    def __init__(self, until: float = 0.0, tail: str = "") -> None:
+        self.until = until
+        # the tail's last words, all placed at the floor: new_words_after matches their text
+        # against a hypothesis' head and splits by time where the text does not match
+        self._tail = [Word(" " + w, until, until) for w in tail.split()[-MAX_OVERLAP:]] or [Word("", until, until)]
+
+    def fresh(self, words: Sequence[Word], window_start: float) -> list[Word]:
+        """The words of a window that lie after the floor (all of them once windows start past it)."""
+        if window_start >= self.until:
+            return list(words)
+        return [self._after_floor(w) for w in new_words_after(self._tail, words)]
+
+    def _after_floor(self, word: Word) -> Word:
+        """A new word that Whisper starts a few ms before the floor starts at it: the timeline stays ordered."""
+        if word.start >= self.until:
+            return word
+        return replace(word, start=self.until, end=max(word.end, self.until))
+
+    def clamp(self, seconds: float) -> float:
+        """A committed-until time never goes back before the floor."""
+        return max(self.until, seconds)

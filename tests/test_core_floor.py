@@ -1,0 +1,39 @@
+"""A resumed stream's floor and prompt: context audio is decoded, never committed again or prompted over."""
+
+from __future__ import annotations
+
+from streamer.core.floor import CommitFloor
+from streamer.core.prompt import PromptBuilder
+from streamer.hypothesis import Word
+
+
+def w(text: str, start: float, end: float) -> Word:
+    return Word(" " + text, start, end)
+
+
+def test_context_words_that_repeat_the_committed_tail_are_not_new() -> None:
+    floor = CommitFloor(3.0, "ask not what your")
+    heard = [w("not", 1.2, 1.5), w("what", 1.5, 2.0), w("your", 2.1, 2.9), w("country", 3.1, 3.6)]
+    assert [x.word for x in floor.fresh(heard, window_start=1.0)] == [" country"]
+
+
+def test_a_new_word_that_starts_just_before_the_floor_starts_at_it() -> None:
+    floor = CommitFloor(3.0, "your")
+    fresh = floor.fresh([w("your", 2.4, 2.9), w("country", 2.98, 3.5)], window_start=2.0)
+    assert [(x.word, x.start, x.end) for x in fresh] == [(" country", 3.0, 3.5)]
+
+
+def test_windows_past_the_floor_pass_through_and_times_never_go_back() -> None:
+    floor = CommitFloor(3.0, "your")
+    heard = [w("your", 3.2, 3.4)]  # said again after the floor: a new word
+    assert floor.fresh(heard, window_start=3.0) == heard
+    assert floor.clamp(2.5) == 3.0 and floor.clamp(4.0) == 4.0
+
+
+def test_the_resumed_tail_is_no_prompt_over_its_own_audio() -> None:
+    prompt = PromptBuilder(max_chars=100)
+    prompt.earlier, prompt.earlier_until = "ask not what your", 3.0
+    assert prompt.build([], before=1.0) == ""          # a context window: its words are in the audio
+    assert prompt.build([], before=3.0) == "ask not what your"
+    prompt.reset(0)                                      # after a suspect or an empty prompted decode
+    assert prompt.build([], before=3.0) == ""
