@@ -37,13 +37,25 @@ class EngineConfig(_Section):
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 2, 4, 8],
                                    description="batch shapes warmed up (CUDA compile)")
     max_new_tokens: int = Field(128, ge=8, le=440)
+    beam_size: int = Field(1, ge=1, le=10, description="1 = greedy; more = beam search, batched across beams and "
+                           "sessions (CPU path; measured in the README: 'Beam search')")
     drafts: bool = Field(False, description="CPU: verify the stream's previous tokens in blocks instead of decoding "
                          "them one by one; int8 then quantises the decoder per token. Off: not exact nor faster "
                          "in int8 yet (docs/engine.md)")
+    encoder_buckets: list[float] = Field(default_factory=list, description="CPU: run the encoder on the window "
+                                         "rounded up to one of these lengths (s) instead of 30 s; [] = off "
+                                         "(measured in the README: 'Encoder buckets')")
     word_timestamps: Literal["dtw", "segments", "both"] = Field(
         "both", description="word times from cross-attention DTW, timestamp tokens, or DTW clamped to segments")
     cache_dir: str | None = Field(None, description="where embedded models are converted; default XDG cache")
     warmup: bool = True
+
+    @field_validator("encoder_buckets")
+    @classmethod
+    def _buckets_within_whisper(cls, value: list[float]) -> list[float]:
+        if any(not 1.0 <= b <= 30.0 for b in value):
+            raise ValueError(f"engine.encoder_buckets must lie between 1 and 30 s, got {value}")
+        return sorted(value)
 
 
 class StreamConfig(_Section):

@@ -28,6 +28,14 @@ class WordTimingViews:
         """This engine with draft verification on or off (``streamer bench drafts`` compares them)."""
         return self._view(drafts=on)
 
+    def with_encoder_buckets(self: E, buckets: list[float]) -> E:
+        """This engine running the encoder on bucketed window lengths ([] = always 30 s)."""
+        return self._view(encoder_buckets=buckets)
+
+    def with_beam_size(self: E, beam_size: int) -> E:
+        """This engine decoding with a beam of ``beam_size`` (1 = greedy)."""
+        return self._view(beam_size=beam_size)
+
     def _view(self: E, **changes) -> E:
         view = copy.copy(self)
         view.config = EngineConfig.model_validate({**self.config.model_dump(), **changes})

@@ -20,8 +20,10 @@ import torch
 
 from streamer.config import EngineConfig
 from streamer.engine.alignment import clamp_to_segments, segment_word_times, segments_of, teacher_forced, word_times
+from streamer.engine.beam import beam_decode
 from streamer.engine.decoding import TIME_PRECISION, RowSpec, TimestampRules, greedy_decode
 from streamer.engine.drafts import drafted_decode
+from streamer.engine.encoder import bucket_for, encode as encode_bucketed
 from streamer.engine.gpu import CompileOptions, build_compiled
 from streamer.engine.kv_decoder import KVDecoder
 from streamer.engine.language import LanguageChoice, choose_languages
@@ -130,21 +132,26 @@ class WhisperEngine(WordTimingViews):
         return tuple(t for t in request.draft if 0 <= t < self.tokens.eot or self.tokens.timestamp_begin <= t < vocab)
 
     def _greedy(self, encoder_out: torch.Tensor, rows: list[RowSpec], drafts: list[tuple[int, ...]]):
-        """Greedy decode; with drafts, verified in blocks; on the compiled path rows are padded up to a warmed batch size."""
+        """Greedy decode (beam search with ``engine.beam_size`` > 1; the compiled CUDA path stays greedy); with
+        drafts, verified in blocks; on the compiled path rows are padded up to a warmed batch size."""
         limit = self.config.max_new_tokens
         if self.compiled is not None:
             return self.compiled.decode(encoder_out, rows, self.rules, limit), {}
+        if self.config.beam_size > 1:
+            return beam_decode(self.decoder, encoder_out, rows, self.tokens, self.rules, limit, self.config.beam_size), {}
         if any(drafts):
             return drafted_decode(self.decoder, encoder_out, rows, self.tokens, self.rules, limit, drafts)
         return greedy_decode(self.decoder, encoder_out, rows, self.tokens, self.rules, limit), {}
 
     # -- stages ---------------------------------------------------------------------------
     def encode(self, audios: list[np.ndarray]) -> torch.Tensor:
-        """Log-mel features (padded to Whisper's 30 s) through the encoder."""
+        """Log-mel features (padded to Whisper's 30 s, or cut to a bucket) through the encoder."""
         extra = {"device": self.device} if self._features_on_device else {}
         feats = self.features(audios, sampling_rate=SAMPLE_RATE, return_tensors="pt", **extra).input_features
         feats = feats.to(self.torch_device, self.torch_dtype)
-        return self.model.model.encoder(feats).last_hidden_state
+        buckets = self.config.encoder_buckets if self.compiled is None else ()  # compiled shapes assume 30 s
+        seconds = bucket_for(max(len(a) for a in audios) / SAMPLE_RATE, buckets)
+        return encode_bucketed(self.model.model.encoder, feats, seconds)
 
     def _row(self, request: DecodeRequest, language: LanguageChoice, duration: float) -> RowSpec:
         prefix = self.tokens.prompt_prefix(request.prompt, request.vocabulary)
