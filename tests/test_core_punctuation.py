@@ -80,3 +80,21 @@ def test_split_trailing_and_wire_shape():
     assert wire_word(Word(".", 1.0, 1.0)) == {"word": ".", "start": 1.0, "end": 1.0, "probability": 1.0,
                                               "punctuation": True}
     assert "punctuation" not in wire_word(Word(" yes", 1.0, 1.2))
+
+
+def test_a_mark_followed_by_a_tentative_word_waits_for_the_next_hypothesis():
+    """"lower case." agreed with "lower case. Then ..." must not commit its period before the next
+    hypothesis ("lower case than the capital letters") has had its say."""
+    held = HeldPunctuation()
+    case = Word(" case.", 4.0, 4.3)
+    committed = held.settle([Word(" lower", 3.6, 3.9), case, Word(" Then", 4.5, 4.7)], [case])
+    assert [w.word for w in committed] == [" case"] and held.pending
+    decided = held.settle([Word(" case", 4.0, 4.3), Word(" than", 4.5, 4.7), Word(" the", 4.8, 4.9)], [])
+    assert decided == [] and not held.pending           # no period: the sentence went on
+
+
+def test_a_held_word_heard_again_respelt_is_found_by_its_time():
+    held = HeldPunctuation()
+    held.settle([Word(" basil.", 2.7, 3.1)], [Word(" basil.", 2.7, 3.1)])
+    decided = held.settle([Word(" Basel,", 2.68, 3.12), Word(" Paris.", 3.3, 3.8)], [])
+    assert [w.word for w in decided] == [","]            # the comma the later hypothesis heard

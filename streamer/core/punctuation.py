@@ -2,12 +2,15 @@
 
 Whisper ends a window's last word with a period because the window ends there, not because
 the sentence does. Committing that period at a pause made captions read "we are at present
-concerned different. from most if not from all the arts". So a committed word keeps its
-trailing punctuation only when the hypothesis that committed it also heard a later word;
-otherwise the punctuation is *held* and the word commits without it. The held mark is decided
-later, by the first hypothesis that contains the word and a word after it (its verdict may be
-"no punctuation at all"), by the case of the next committed word when the word is no longer
-in the window, or as it stands when the stream truly ends (long silence, stop).
+concerned different. from most if not from all the arts". So the last word of each commit
+commits without its trailing punctuation: the mark is *held*, and decided by the next
+hypothesis that contains the word and a word after it (its verdict may be "no punctuation at
+all"), by the case of the next committed word when the word is no longer in the window, or as it
+stands when the stream truly ends (long silence, stop). A mark followed by a word in the
+committing hypothesis is held too: the hypothesis it agreed with may have ended right there
+("the lower case." then "the lower case. Then the case is complete." committed "case." before
+"the lower case than the capital letters"). Marks inside a commit, followed by committed
+words, are agreed on and commit at once.
 
 A decided mark is committed as its own item: a :class:`Word` whose text is the punctuation
 alone, with no leading space, at the end time of the word it belongs to. Joining committed
@@ -65,7 +68,7 @@ class HeldPunctuation:
         out = self._decide(hypothesis, new)
         if new:
             last, mark = split_trailing(new[-1].word)
-            if mark and not _heard_after(hypothesis, new[-1]):
+            if mark:
                 self.word = Word(last, new[-1].start, new[-1].end, new[-1].probability)
                 self.mark = mark
                 new = [*new[:-1], self.word]
@@ -96,19 +99,23 @@ class HeldPunctuation:
         return out
 
     def _verdict_from(self, hypothesis: Sequence[Word]) -> str | None:
-        """The held word's trailing punctuation in ``hypothesis``, if it has the word and a word after it."""
+        """The held word's trailing punctuation in ``hypothesis``, if it has the word and a word after it.
+
+        The word is found by its text near its time, or, re-spelt ("basil." held, "Basel, Paris"
+        heard), as the word covering most of its time.
+        """
         held = self.word
         key = normalize_word(held.word)
         middle = (held.start + held.end) / 2
-        for i, w in enumerate(hypothesis[:-1]):
+        candidates = [w for w in hypothesis[:-1] if split_trailing(w.word)[0].strip()]  # not a lone mark
+        for w in candidates:
             if normalize_word(w.word) == key and abs((w.start + w.end) / 2 - middle) <= MATCH_SECONDS:
                 return split_trailing(w.word)[1]
+        overlap = {id(w): min(w.end, held.end) - max(w.start, held.start) for w in candidates}
+        best = max(candidates, key=lambda w: overlap[id(w)], default=None)
+        if best is not None and overlap[id(best)] >= 0.5 * max(held.end - held.start, 1e-3):
+            return split_trailing(best.word)[1]
         return None
 
     def _item(self, mark: str) -> Word:
         return Word(mark, self.word.end, self.word.end, self.word.probability)
-
-
-def _heard_after(hypothesis: Sequence[Word], word: Word) -> bool:
-    """Did the hypothesis decode a word after ``word`` (so its punctuation saw what follows)?"""
-    return any(w.start > word.start + 0.01 for w in hypothesis)
