@@ -42,9 +42,9 @@ class EngineConfig(_Section):
     drafts: bool = Field(False, description="CPU: verify the stream's previous tokens in blocks instead of decoding "
                          "them one by one; int8 then quantises the decoder per token. Off: not exact nor faster "
                          "in int8 yet (docs/engine.md)")
-    encoder_buckets: list[float] = Field(default_factory=list, description="CPU: run the encoder on the window "
-                                         "rounded up to one of these lengths (s) instead of 30 s; [] = off "
-                                         "(measured in the README: 'Encoder buckets')")
+    encoder_buckets: list[float] = Field(default_factory=list, description="experiment, not recommended: run the "
+                                         "encoder on the window rounded up to one of these lengths (s) instead of 30 s; "
+                                         "measured 2.8 WER points worse on long-form audio (docs/engine.md); [] = off")
     word_timestamps: Literal["dtw", "segments", "both"] = Field(
         "both", description="word times from cross-attention DTW, timestamp tokens, or DTW clamped to segments")
     cache_dir: str | None = Field(None, description="where embedded models are converted; default XDG cache")

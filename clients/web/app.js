@@ -153,7 +153,13 @@ class MicSession {
         language: this.options.language || null, task: this.options.task,
       };
       this.resuming = Boolean(this.point.token) && this.retained.complete;
-      if (this.resuming) start.resume = this.point.claim(this.retained.seconds);
+      if (this.resuming) {
+        // context before the stream's own start does not exist on the daemon's timeline
+        this.retained.dropContext(Math.min(this.retained.contextSeconds, this.point.committedUntil));
+        start.resume = this.point.claim(this.retained.seconds, this.retained.contextSeconds);
+      } else {
+        this.retained.dropContext();
+      }
       ws.send(JSON.stringify(start));
     };
     ws.onmessage = (e) => this.onEvent(JSON.parse(e.data));
@@ -169,6 +175,7 @@ class MicSession {
     } else {
       this.point.clear();
       this.point.update(ev);
+      this.retained.dropContext();  // a new session would commit the context's words again
       this.offset = this.retained.start;
       this.lastSeq = 0;
     }
