@@ -36,7 +36,7 @@ from streamer.core.events import SpeechBoundary, TranscriptEvent
 from streamer.core.floor import CommitFloor
 from streamer.core.guards import assess
 from streamer.core.language import LanguagePolicy
-from streamer.core.prompt import PROMPT_TOLERANCE, PromptBuilder
+from streamer.core.prompt import PromptBuilder
 from streamer.core.probe import convincing
 from streamer.core.punctuation import HeldPunctuation
 from streamer.core.segmenter import Segmenter, Utterance
@@ -137,8 +137,8 @@ class StreamProcessor:
             return self._event([])  # nothing from a window that may be in the wrong language
         new = self._apply(inflight, words, verdict.rejected)
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s [%.2f-%.2f] heard %r -> committed %r, tentative %r", inflight.kind,
-                      inflight.timemap.start, inflight.timemap.end, "".join(w.word for w in words),
+            log.debug("%s [%.2f-%.2f] prompt %r heard %r -> committed %r, tentative %r", inflight.kind,
+                      inflight.timemap.start, inflight.timemap.end, inflight.prompt[-40:], "".join(w.word for w in words),
                       "".join(w.word for w in new), "".join(w.word for w in self._agreement.tentative))
         new = self._held.settle(heard, new)
         if self.done:
@@ -300,7 +300,6 @@ class StreamProcessor:
             pause_start, utterance.pause_at = utterance.pause_at, None
             utterance.heard_speech = False
         prompt = self._prompt.build(self._committed, before=timemap.start)
-        prompt += self._held_mark_in(prompt_end=timemap.start) if prompt else ""
         choice = self._language.choice()
         self._inflight = _InFlight(utterance, kind, timemap, pause_start, prompt, choice.language)
         self.max_window_seconds = max(self.max_window_seconds, audio.size / SAMPLE_RATE)
@@ -308,14 +307,6 @@ class StreamProcessor:
         return DecodeRequest(audio=audio, prompt=prompt, language=choice.language, task=self.task,
                              offset=timemap.start, vocabulary=self.vocabulary, detect_language=choice.detect,
                              draft=draft if drafted is utterance else ())
-
-    def _held_mark_in(self, prompt_end: float) -> str:
-        """The held mark, when its word ends the prompt: "... surpassed" without its period made
-        Whisper go on in lower case ("printing then for our purpose"), as if the sentence went on."""
-        word = self._held.word
-        if word is None or not self._committed or self._committed[-1] is not word:
-            return ""
-        return self._held.mark if word.end <= prompt_end + PROMPT_TOLERANCE else ""
 
     # ----------------------------------------------------------------- results
 
