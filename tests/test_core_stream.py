@@ -238,7 +238,7 @@ def test_no_speech_hypothesis_commits_nothing_and_resets_prompt():
     proc = StreamProcessor(cfg, ScriptedDetector([(1.0, 2.0), (4.0, 5.0), (7.0, 8.0)]))
     feed_and_drain(proc, ScriptedEngine(script), noise(10.0))
     assert proc.committed_text == "Hello there. Again"
-    assert calls[1].prompt == "Hello there"    # the period waits for what follows (1.5 s of silence is not the end)
+    assert calls[1].prompt == "Hello there."   # the held period (undecided) ends the prompt: Whisper starts a sentence
     assert calls[2].prompt == ""                                   # reset after the suspect one
 
 

@@ -36,7 +36,7 @@ from streamer.core.events import SpeechBoundary, TranscriptEvent
 from streamer.core.floor import CommitFloor
 from streamer.core.guards import assess
 from streamer.core.language import LanguagePolicy
-from streamer.core.prompt import PromptBuilder
+from streamer.core.prompt import PROMPT_TOLERANCE, PromptBuilder
 from streamer.core.probe import convincing
 from streamer.core.punctuation import HeldPunctuation
 from streamer.core.segmenter import Segmenter, Utterance
@@ -300,6 +300,7 @@ class StreamProcessor:
             pause_start, utterance.pause_at = utterance.pause_at, None
             utterance.heard_speech = False
         prompt = self._prompt.build(self._committed, before=timemap.start)
+        prompt += self._held_mark_in(prompt_end=timemap.start) if prompt else ""
         choice = self._language.choice()
         self._inflight = _InFlight(utterance, kind, timemap, pause_start, prompt, choice.language)
         self.max_window_seconds = max(self.max_window_seconds, audio.size / SAMPLE_RATE)
@@ -307,6 +308,19 @@ class StreamProcessor:
         return DecodeRequest(audio=audio, prompt=prompt, language=choice.language, task=self.task,
                              offset=timemap.start, vocabulary=self.vocabulary, detect_language=choice.detect,
                              draft=draft if drafted is utterance else ())
+
+    def _held_mark_in(self, prompt_end: float) -> str:
+        """The held mark, when its word ends the prompt: without it the prompt reads as if the sentence
+        went on (verse, base: streamed WER 27.2 -> 21.9 % with it). Not an exclamation or an ellipsis:
+        Whisper ends short windows with them, and tiny.en prompted "Ask, not!" heard "Why'd you are
+        country" for "what your country"."""
+        word = self._held.word
+        if word is None or not self._committed or self._committed[-1] is not word:
+            return ""
+        mark = self._held.mark
+        if word.end > prompt_end + PROMPT_TOLERANCE or any(c in mark for c in "!！…") or ".." in mark:
+            return ""
+        return mark
 
     # ----------------------------------------------------------------- results
 
