@@ -212,10 +212,17 @@ async def test_realtime_ga_client_server_vad_24k(tiny_engine, jfk):
             updated = await connection.recv()
             sender = asyncio.ensure_future(append_all(connection, pcm, 24000, pace=0.05))
             events = []
-            async for event in connection:
-                events.append(event)
-                if event.type == "error":
-                    break
+            while True:
+                # the last item may complete before the sender has sent the trailing silence: check
+                # again when no event comes, instead of waiting for one that will not
+                try:
+                    event = await asyncio.wait_for(connection.recv(), 1.0)
+                except asyncio.TimeoutError:
+                    event = None
+                if event is not None:
+                    events.append(event)
+                    if event.type == "error":
+                        break
                 done = [e for e in events if e.type.endswith("transcription.completed")]
                 started = [e for e in events if e.type == "input_audio_buffer.speech_started"]
                 if sender.done() and started and len(done) >= len(started):

@@ -102,7 +102,7 @@ class Translator:
         if self.params.interim_results and interim and text != self._last_interim:
             out.append(self.results(interim, self.cursor, max(audio, interim[-1]["end"]), final=False))
             self._last_interim = text
-            self._note_words(interim)
+            self._words_since_end = True  # heard; UtteranceEnd names a final word's end (below)
         return out + self.tick(audio)
 
     def speech(self, message: dict) -> list[dict]:
@@ -213,6 +213,8 @@ class Translator:
         return (items, []) if last is None else (items[:last], items[last:])
 
     def _note_words(self, words: list[dict]) -> None:
+        """Final words: UtteranceEnd's ``last_word_end`` is the end of a word a final result carried (an
+        interim word's end, from an earlier decode, may not be any final word's)."""
         if words:
             self._words_since_end = True
             self._last_word_end = max(self._last_word_end or 0.0, words[-1]["end"])
