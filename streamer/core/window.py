@@ -19,7 +19,6 @@ BEYOND_END = 0.2        # s: words starting this far past the window's audio are
 NONSPEECH_TOLERANCE = 0.1  # s: Whisper's word times are this loose; a word farther from speech is invented
 MAX_WORD_SECONDS = 0.5  # plus 0.15 s per character: Whisper stretches a window's last word to its end
 KEEP_AFTER_TRIM = 0.5   # a trim keeps about this fraction of trim_to (committed audio as context)
-MIN_CONTEXT = 1.5       # s: and at least this much committed audio before the uncommitted words
 SENTENCE_LOOKBACK = 3.0  # s: a sentence end this far before the ideal cut is preferred to it
 SENTENCE_END = (".", "?", "!", "。", "？", "！")
 
@@ -47,12 +46,10 @@ def trim_point(start: float, end: float, committed: Sequence[Word], tentative: S
 
     Some already-committed audio stays as context: a window that starts right at the
     uncommitted words (often mid-sentence, a second or two long) is where Whisper, small
-    models especially, garbles or drops words: with a prompt ending "ask not" and audio starting
-    at "what your country can do for you, ask what you can do", tiny.en jumps from the first
-    "what" to the second. So the cut keeps ``MIN_CONTEXT`` of committed audio even when audio
-    arrived in a burst and the uncommitted part alone is longer than ``trim_to``. A cut between
-    committed words only, a sentence end preferred; None when no cut keeps enough context.
+    models especially, garbles or drops words. A cut between committed words only, a sentence
+    end preferred; None when no committed word lies in the buffer.
     """
+    target = end - trim_to * KEEP_AFTER_TRIM
     inside = []  # indices of committed words in the buffer, newest first
     for i in range(len(committed) - 1, -1, -1):
         if committed[i].start < start:
@@ -60,10 +57,7 @@ def trim_point(start: float, end: float, committed: Sequence[Word], tentative: S
         inside.append(i)
     if not inside:
         return None
-    target = min(end - trim_to * KEEP_AFTER_TRIM, committed[inside[0]].end - MIN_CONTEXT)
-    early = [i for i in inside if committed[i].end <= target]
-    if not early:
-        return None  # not enough committed audio yet: wait (the buffer's cap still bounds it)
+    early = [i for i in inside if committed[i].end <= target] or inside[:1]
     sentence = [i for i in early if committed[i].end >= target - SENTENCE_LOOKBACK
                 and committed[i].word.rstrip().endswith(SENTENCE_END)]
     pick = (sentence or early)[0]
