@@ -22,6 +22,7 @@ from dataclasses import asdict
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from streamer.audio import load_audio  # noqa: E402
 from streamer.bench import textscore as ts  # noqa: E402
 from streamer.bench.data import manifest  # noqa: E402
 from streamer.config import StreamConfig, parse_set_flags  # noqa: E402
@@ -49,11 +50,10 @@ class Timed:
         return out
 
 
-def stream_text(engine, path, config: StreamConfig) -> str:
-    from streamer.audio import load_audio
+def stream_text(engine, audio, config: StreamConfig) -> str:
     from streamer.replay import replay
 
-    return replay(load_audio(path), engine, config, language="en").text
+    return replay(audio, engine, config, language="en").text
 
 
 def median(values) -> float:
@@ -79,8 +79,9 @@ def main() -> int:
     for i, clip in enumerate(clips, 1):
         group = clip.path.parent.name
         texts = {}
+        audio = load_audio(clip.path)
         for name, engine in engines.items():
-            texts[name] = stream_text(engine, clip.path, config)
+            texts[name] = stream_text(engine, audio, config)
             key = (group, name)
             totals[key] = totals.get(key, ts.NO_ERRORS) + ts.normalised_errors(clip.transcript, texts[name], "en")
         files.append({"file": f"{group}/{clip.path.name}", "reference": clip.transcript, **texts})

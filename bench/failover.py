@@ -22,7 +22,6 @@ import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -84,14 +83,6 @@ class Stream:
         await self.session.run(self.chunks())
 
 
-def live_on(daemon: Daemon) -> int:
-    with urllib.request.urlopen(f"http://127.0.0.1:{daemon.port}/metrics", timeout=5) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith("streamer_sessions "):
-                return int(float(line.split()[1]))
-    return 0
-
-
 async def one_run(clips, kill_at: float | None, log_dir: Path) -> dict:
     daemons = [Daemon(log_dir, f"d{i}", *SETTINGS).start() for i in (1, 2)]
     proxy = None
@@ -104,7 +95,7 @@ async def one_run(clips, kill_at: float | None, log_dir: Path) -> dict:
         killed_at = None
         if kill_at is not None:
             await asyncio.sleep(kill_at)
-            counts = [await asyncio.to_thread(live_on, d) for d in daemons]
+            counts = [await asyncio.to_thread(d.live_sessions) for d in daemons]
             victim = daemons[int(np.argmax(counts))]
             victim.proc.kill()
             killed_at = time.monotonic() - streams[0].t0

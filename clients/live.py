@@ -105,10 +105,8 @@ class LiveSession:
             resuming = bool(self.point.token) and self.retained.complete
             if resuming:
                 # context before the stream's own start does not exist on the server's timeline
-                self.retained.drop_context(keep=min(self.retained.context_seconds, self.point.committed_until))
+                self.retained.drop_context(keep=self.point.committed_until)
                 start["resume"] = self.point.claim(self.retained.seconds, self.retained.context_seconds)
-            else:
-                self.retained.drop_context()
             await ws.send(json.dumps(start))
             ready = await self._expect_ready(ws)
             self._begin(ready, resuming)

@@ -88,25 +88,14 @@ def check_stream(session: LiveSession, reference: str) -> None:
     assert not [a for a, b in zip(said, said[1:]) if a == b and (a, a) not in zip(ref, ref[1:])], text
 
 
-def live_on(daemon: Daemon) -> int:
-    """The replica's live session count, from its Prometheus metrics."""
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{daemon.port}/metrics", timeout=5) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith("streamer_sessions "):
-                return int(float(line.split()[1]))
-    return 0
-
-
 async def test_kill_9_of_the_serving_replica_loses_no_word(replicas, clips) -> None:
     proxy, d1, d2 = replicas
     sessions = [client(proxy.url) for _ in clips]
     runs = [asyncio.ensure_future(s.run(real_time(audio))) for s, (audio, _) in zip(sessions, clips)]
     await wait_until(lambda: all(s.transcript.committed for s in sessions), 60, interval=0.1,
                      what="every stream's first committed word")
-    on_d1 = await asyncio.to_thread(live_on, d1)
-    assert on_d1 >= 1 and on_d1 + await asyncio.to_thread(live_on, d2) == len(clips)
+    on_d1 = await asyncio.to_thread(d1.live_sessions)
+    assert on_d1 >= 1 and on_d1 + await asyncio.to_thread(d2.live_sessions) == len(clips)
     await asyncio.to_thread(d1.kill)                                   # mid-sentence, no warning
     await asyncio.wait_for(asyncio.gather(*runs), scaled(180))
     assert sum(s.resumes for s in sessions) >= on_d1

@@ -155,10 +155,8 @@ class MicSession {
       this.resuming = Boolean(this.point.token) && this.retained.complete;
       if (this.resuming) {
         // context before the stream's own start does not exist on the daemon's timeline
-        this.retained.dropContext(Math.min(this.retained.contextSeconds, this.point.committedUntil));
+        this.retained.dropContext(this.point.committedUntil);
         start.resume = this.point.claim(this.retained.seconds, this.retained.contextSeconds);
-      } else {
-        this.retained.dropContext();
       }
       ws.send(JSON.stringify(start));
     };

@@ -111,9 +111,11 @@ class HeldPunctuation:
         for w in candidates:
             if normalize_word(w.word) == key and abs((w.start + w.end) / 2 - middle) <= MATCH_SECONDS:
                 return split_trailing(w.word)[1]
-        overlap = {id(w): min(w.end, held.end) - max(w.start, held.start) for w in candidates}
-        best = max(candidates, key=lambda w: overlap[id(w)], default=None)
-        if best is not None and overlap[id(best)] >= 0.5 * max(held.end - held.start, 1e-3):
+        def covered(w: Word) -> float:
+            return min(w.end, held.end) - max(w.start, held.start)
+
+        best = max(candidates, key=covered, default=None)
+        if best is not None and covered(best) >= 0.5 * max(held.end - held.start, 1e-3):
             return split_trailing(best.word)[1]
         return None
 

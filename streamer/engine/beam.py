@@ -81,12 +81,11 @@ class _Search:
             proposals.sort(key=lambda p: -p[0])
             live = 0
             for score, row, token in proposals:
-                sequence = self.sequences[row] + [token] if token != self.eot else self.sequences[row]
                 if token == self.eot:
-                    self.finished[w].setdefault(tuple(sequence), score)
+                    self.finished[w].setdefault(tuple(self.sequences[row]), score)
                 else:
                     target = rows[live]
-                    sequences[target], scores[target], origin[target] = sequence, score, row
+                    sequences[target], scores[target], origin[target] = self.sequences[row] + [token], score, row
                     live += 1
                 if live == self.beam:
                     break

@@ -80,6 +80,14 @@ class Daemon:
                 raise TimeoutError(f"{self.name} not healthy: {healthz(self.port)}")
             time.sleep(0.2)
 
+    def live_sessions(self) -> int:
+        """The replica's live session count, from its Prometheus metrics."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith("streamer_sessions "):
+                    return int(float(line.split()[1]))
+        return 0
+
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(30)
