@@ -11,7 +11,8 @@ from streamer.cli import main
 
 def _result(run: int, wer: float, p90: float, pause_words: int) -> FileResult:
     return FileResult(model="tiny.en", file="ljspeech_x_with_10s_silence_and_10s_noise.wav", audio_seconds=89.2,
-                      wall_seconds=90.0 + run, wer=wer, offline_wer=0.02, sentences=10, missing_sentences=0,
+                      wall_seconds=90.0 + run, wer=wer, offline_wer=0.02, cased_wer=wer + 0.1,
+                      offline_cased_wer=0.1, false_breaks=run, offline_false_breaks=0, sentences=10, missing_sentences=0,
                       latency_p50=0.5, latency_p90=p90, latency_max=None, latency_p90_first_quarter=1.0,
                       latency_p90_last_quarter=1.0, pause_words=pause_words, decodes=70 + run, decode_p50=0.3,
                       decode_p95=0.4, max_window_seconds=7.0, max_lag_seconds=0.5, text=f"run {run}",
@@ -44,3 +45,5 @@ def test_bench_stream_runs_twice_and_reports_the_median(shared_data, tmp_path) -
     assert runs[0]["offline_wer"] == runs[1]["offline_wer"] == median["offline_wer"]
     assert all(r["wer"] < 0.3 and r["sentences"] >= 1 and r["missing_sentences"] == 0 for r in runs)
     assert min(r["wer"] for r in runs) <= median["wer"] <= max(r["wer"] for r in runs)
+    assert all(r["cased_wer"] is not None and r["offline_cased_wer"] is not None for r in rows)
+    assert all(isinstance(r["false_breaks"], int) for r in runs)

@@ -68,6 +68,10 @@ class FileResult:
     wall_seconds: float
     wer: float
     offline_wer: float | None
+    cased_wer: float | None     # words as written: case and attached punctuation count
+    offline_cased_wer: float | None
+    false_breaks: int           # sentence marks followed by a lower-case word
+    offline_false_breaks: int | None
     sentences: int
     missing_sentences: int
     latency_p50: float | None
@@ -86,7 +90,7 @@ class FileResult:
     run: int = 1  # 1..N; 0 marks the median row of several runs
 
 
-MEDIAN_FIELDS = ("wer", "latency_p50", "latency_p90", "latency_max", "latency_p90_first_quarter",
+MEDIAN_FIELDS = ("wer", "cased_wer", "false_breaks", "latency_p50", "latency_p90", "latency_max", "latency_p90_first_quarter",
                  "latency_p90_last_quarter", "missing_sentences", "pause_words", "decodes", "decode_p50",
                  "decode_p95", "max_window_seconds", "max_lag_seconds", "wall_seconds")
 
@@ -154,10 +158,14 @@ def bench_file(model: str, engine, settings, path: Path, args: argparse.Namespac
     last = [lat for lat, s in zip(latencies, segments) if lat is not None and s["end"] > duration * 3 / 4]
     if offline_text is None and not args.no_offline:
         offline_text = "".join(w.word for w in transcribe_offline(engine, audio, language=language)).strip()
+    cased = text_measures(reference, result.text)
+    offline_cased = text_measures(reference, offline_text) if offline_text is not None else (None, None)
     return FileResult(
         model=model, file=path.name, audio_seconds=round(duration, 2), wall_seconds=round(result.wall_seconds, 2),
         wer=round(wer(reference, result.text), 4),
         offline_wer=None if offline_text is None else round(wer(reference, offline_text), 4),
+        cased_wer=cased[0], offline_cased_wer=offline_cased[0], false_breaks=cased[1],
+        offline_false_breaks=offline_cased[1],
         sentences=len(segments), missing_sentences=len(latencies) - len(done),
         latency_p50=_r(percentile(done, 50)), latency_p90=_r(percentile(done, 90)),
         latency_max=_r(max(done) if done else None),
@@ -237,21 +245,34 @@ def mode(args: argparse.Namespace) -> str:
     return "fast" if args.fast else "real time"
 
 
+def text_measures(reference: str, text: str) -> tuple[float | None, int]:
+    """Cased WER against the (punctuated) reference and false sentence breaks, as ``bench text`` counts them."""
+    from streamer.bench import textscore as ts
+
+    return ts.rate(ts.cased_errors(reference, text, "en")), ts.false_breaks(text)
+
+
 def format_table(files: list[FileResult], nonspeech: list[NonspeechResult], info: dict, realtime: str) -> str:
     def f(v, spec=".2f"):
         return "-" if v is None else format(v, spec)
 
+    def breaks(r: FileResult) -> str:
+        return f"{r.false_breaks:g} / {'-' if r.offline_false_breaks is None else r.offline_false_breaks}"
+
     lines = [f"# streamer bench stream ({realtime}), {info['date']}, "
              f"{info['processor']}, {info['cpus']} CPUs, torch {info['torch']} ({info['torch_threads']} threads)"
              + (f", {info['cuda']}" if info["cuda"] else ""),
-             f"{'model':8} {'file':14} {'run':>3} {'audio s':>7} {'WER %':>6} {'offline':>7} {'lat p50':>7} {'p90':>5} "
+             f"{'model':8} {'file':14} {'run':>3} {'audio s':>7} {'WER %':>6} {'offline':>7} {'cased':>6} {'offline':>7} {'breaks':>9} {'lat p50':>7} {'p90':>5} "
              f"{'max':>5} {'p90 Q1':>6} {'p90 Q4':>6} {'miss':>4} {'pause w':>7} {'dec p50':>7} {'p95':>5} "
              f"{'max win':>7} {'max lag':>7}"]
     for r in files:
         name = "silence+noise" if "silence" in r.file else "32 sentences"
         lines.append(
             f"{r.model:8} {name:14} {'med' if r.run == 0 else r.run:>3} {r.audio_seconds:7.1f} {r.wer * 100:6.2f} "
-            f"{f(None if r.offline_wer is None else r.offline_wer * 100):>7} {f(r.latency_p50):>7} "
+            f"{f(None if r.offline_wer is None else r.offline_wer * 100):>7} "
+            f"{f(None if r.cased_wer is None else r.cased_wer * 100):>6} "
+            f"{f(None if r.offline_cased_wer is None else r.offline_cased_wer * 100):>7} "
+            f"{breaks(r):>9} {f(r.latency_p50):>7} "
             f"{f(r.latency_p90):>5} {f(r.latency_max):>5} {f(r.latency_p90_first_quarter):>6} "
             f"{f(r.latency_p90_last_quarter):>6} {r.missing_sentences:>4g} {r.pause_words:>7g} "
             f"{f(r.decode_p50):>7} {f(r.decode_p95):>5} {r.max_window_seconds:7.1f} {r.max_lag_seconds:7.1f}")

@@ -88,13 +88,17 @@ def summarise(files: list[FileText]) -> dict:
         for side in ("streamed", "offline"):
             norm = cased = ts.NO_ERRORS
             breaks = broken = 0
+            unreferenced: list[int] = []
             for f in members:
                 text = getattr(f, side)
                 norm = norm + ts.normalised_errors(f.reference, text, f.language)
                 cased = cased + ts.cased_errors(f.reference, text, f.language)
                 breaks += ts.false_breaks(text)
                 broken += ts.broken_characters(text)
+                if (count := ts.unreferenced_breaks(f.reference, text, f.language)) is not None:
+                    unreferenced.append(count)
             row[side] = {"wer": ts.rate(norm), "cased_wer": ts.rate(cased), "false_breaks": breaks,
+                         "unreferenced_breaks": sum(unreferenced) if unreferenced else None,
                          "broken_chars": broken, "deletions": norm.deletions}
         row["reference_false_breaks"] = sum(ts.false_breaks(f.reference) for f in members)
         row["off_language_words"] = sum(n for f in members for lang, n in f.streamed_languages.items()
@@ -107,14 +111,19 @@ def format_table(model: str, summary: dict) -> str:
     def pct(v):
         return "-" if v is None else f"{100 * v:.1f}"
 
+    def count(v):
+        return "-" if v is None else str(v)
+
     lines = [f"model {model}: streamed / offline",
-             "| group | files | s | WER % | cased WER % | false breaks (ref) | U+FFFD | deleted words | off-language words |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| group | files | s | WER % | cased WER % | false breaks (ref) | marks the reference lacks | U+FFFD "
+             "| deleted words | off-language words |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for group, r in summary.items():
         s, o = r["streamed"], r["offline"]
         lines.append(f"| {group} | {r['files']} | {r['seconds']:.0f} | {pct(s['wer'])} / {pct(o['wer'])} | "
                      f"{pct(s['cased_wer'])} / {pct(o['cased_wer'])} | {s['false_breaks']} / {o['false_breaks']} "
-                     f"({r['reference_false_breaks']}) | {s['broken_chars']} / {o['broken_chars']} | "
+                     f"({r['reference_false_breaks']}) | {count(s['unreferenced_breaks'])} / "
+                     f"{count(o['unreferenced_breaks'])} | {s['broken_chars']} / {o['broken_chars']} | "
                      f"{s['deletions']} / {o['deletions']} | {r['off_language_words']} |")
     return "\n".join(lines)
 

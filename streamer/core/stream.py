@@ -38,6 +38,7 @@ from streamer.core.guards import assess
 from streamer.core.language import LanguagePolicy
 from streamer.core.prompt import PROMPT_TOLERANCE, PromptBuilder
 from streamer.core.probe import convincing
+from streamer.core.casing import SentenceCase
 from streamer.core.punctuation import HeldPunctuation
 from streamer.core.segmenter import Segmenter, Utterance
 from streamer.core.window import cut_before_word, forced_cut, stream_words, trim_point
@@ -75,6 +76,7 @@ class StreamProcessor:
         self._audio = Segmenter(config, detector, busy=self._decoding, on_settled=self._retire)
         self._agreement = LocalAgreement(config.agreement_n)
         self._held = HeldPunctuation()
+        self._case = SentenceCase()
         self._committed: list[Word] = []                # what clients got: words and decided marks
         self._prompt = PromptBuilder(config.prompt_chars)
         self._inflight: _InFlight | None = None
@@ -143,11 +145,12 @@ class StreamProcessor:
         new = self._held.settle(heard, new)
         if self.done:
             new += self._held.release()
+        self._last_language = self._language.current or hypothesis.language or self._last_language
+        new = self._case.apply(new, self._last_language)
         self._committed += new
         if verdict.suspect:
             self._prompt.reset(len(self._committed))
         utterance.decoded_until = max(utterance.decoded_until, inflight.timemap.end)
-        self._last_language = self._language.current or hypothesis.language or self._last_language
         return self._event(new)
 
     def _wrong_language(self, inflight: _InFlight, hypothesis: Hypothesis) -> bool:
@@ -246,6 +249,7 @@ class StreamProcessor:
         self._seq = seq
         self._prompt.earlier = tail
         self._prompt.earlier_until = committed_until
+        self._case.resume(tail)
         last = tail.split()[-1] if tail.split() else ""
         self._held.hold(Word(" " + last, committed_until, committed_until), held if last else "")
 
@@ -397,7 +401,7 @@ class StreamProcessor:
             return None
         new: list[Word] = []
         if self._held.pending and (self.done or self._audio.silence_seconds() >= self.config.long_silence):
-            new = self._held.release()
+            new = self._case.apply(self._held.release(), self._last_language)
             self._committed += new
         return self._event(new) if new or self._utterance_done else None
 

@@ -1,0 +1,74 @@
+"""A sentence's first word starts with a capital, whichever window wrote it.
+
+The mark that ends a sentence and the word that starts the next one are often written by
+different windows: the first window heard "surpassed. Printing", the mark was decided from it
+(see :mod:`streamer.core.punctuation`), but the window that committed the next word began
+after the trim, at "printing then for our purpose", and Whisper wrote it in lower case. The
+committed text read "has never been surpassed. printing then", a sentence break no offline
+decode makes. The capital of a word is therefore decided by what was committed before it: after
+a committed ``.``/``?``/``!`` (not an ellipsis, not an abbreviation such as "i.e." or "Mr."),
+the word's first letter is upper case.
+
+A wrong mark is not hidden by this: the mark is decided before (with audio after its word),
+and ``streamer bench text`` counts sentence marks the reference lacks, whatever the case of
+the word after them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from typing import Sequence
+
+from streamer.hypothesis import Word
+
+_SENTENCE_END = re.compile(r"[.?!。？！]$")
+_NOT_AN_END = re.compile(r"(?:\.\.|…|\b\w\.\w\.|\b(?:Mr|Mrs|Ms|Dr|St|Prof|Jr|Sr|vs)\.)$")
+DOTTED_I_LANGUAGES = frozenset({"tr", "az"})  # "i" capitalises to "İ"
+TAIL_CHARS = 24
+
+
+def ends_sentence(text: str) -> bool:
+    """Whether committed text ending in ``text`` ends a sentence.
+
+    A stream's first word keeps Whisper's case: Whisper hears whether speech starts a sentence
+    (LJ Speech's clips that begin mid-sentence, "in being comparatively modern.", are written in
+    lower case by the offline decode too).
+    """
+    text = text.rstrip()
+    if not text:
+        return False
+    return bool(_SENTENCE_END.search(text)) and not _NOT_AN_END.search(text)
+
+
+def _capitalised(text: str, language: str | None) -> str:
+    for i, char in enumerate(text):
+        if char.isalpha():
+            if not char.islower():
+                return text
+            upper = "İ" if char == "i" and language in DOTTED_I_LANGUAGES else char.upper()
+            return text[:i] + upper + text[i + 1:]
+        if not char.isspace() and char not in "\"'(¿¡«“‘":
+            return text  # starts with a digit or a symbol
+    return text
+
+
+class SentenceCase:
+    """Remembers the end of the committed text; capitalises the words that start a sentence."""
+
+    def __init__(self, tail: str = "") -> None:
+        self._tail = tail[-TAIL_CHARS:]
+
+    def resume(self, tail: str) -> None:
+        """A resumed stream continues after ``tail`` (its committed text so far)."""
+        self._tail = tail[-TAIL_CHARS:]
+
+    def apply(self, words: Sequence[Word], language: str | None) -> list[Word]:
+        """``words`` (about to be committed, in order) with each sentence's first word capitalised."""
+        out = []
+        for word in words:
+            if word.word.strip() and ends_sentence(self._tail):
+                word = replace(word, word=_capitalised(word.word, language))
+            out.append(word)
+            self._tail = (self._tail + word.word)[-TAIL_CHARS:]
+        return out
