@@ -67,6 +67,8 @@ class StreamConfig(_Section):
     agreement_n: int = Field(2, ge=1, le=5, description="LocalAgreement-n")
     max_buffer: float = Field(20.0, gt=2, le=29.0, description="hard cap on the decode window, seconds")
     trim_to: float = Field(6.0, gt=0, description="past this much audio, trim at a committed word (keeping ~half)")
+    min_agreement_window: float = Field(1.5, ge=0, le=10, description="an update of a window shorter than this "
+                                        "(s) is shown as tentative but does not vote in the agreement; 0 = off")
     carry_context: float = Field(0.0, ge=0, le=10, description="seconds of an utterance's last committed words "
                                  "decoded again at the start of the next one (audio context across pauses); 0 = off")
     pause_commit: float = Field(0.2, ge=0, le=2, description="VAD pause (s) that commits the words before it; 0 = off")

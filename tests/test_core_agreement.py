@@ -117,3 +117,15 @@ def test_a_different_word_in_the_same_place_is_still_new():
 
     committed = [Word(" the", 0.0, 0.2), Word(" cat", 0.2, 0.6)]
     assert [w.word for w in new_words_after(committed, [Word(" sat", 0.45, 0.8)])] == [" sat"]
+
+
+def test_a_previewed_hypothesis_is_shown_but_does_not_vote():
+    """What base heard in 1 s and 2 s of "Had he married a more amiable woman": without the
+    preview the two agreed on "How do you marry a"."""
+    la = LocalAgreement(2)
+    la.preview(words("How do you marry a demon?"))
+    assert texts(la.tentative) == ["How", "do", "you", "marry", "a", "demon?"]
+    assert la.insert(words("How do you marry a more amiable woman?")) == []
+    assert texts(la.insert(words("Had he married a more amiable woman he might"))) == []
+    assert texts(la.insert(words("Had he married a more amiable woman he might have been"))) == \
+        ["Had", "he", "married", "a", "more", "amiable", "woman", "he", "might"]

@@ -545,3 +545,23 @@ def test_speech_boundaries_and_the_final_update_of_each_utterance():
     committed_by_then = [w.word.strip(" .") for e in events[:first_final + 1] for w in e.committed]
     assert [w for w in committed_by_then if w] == ["w0", "w1", "w2", "w3"]
     assert finals[0].to_message()["final"] is True and "final" not in events[0].to_message()
+
+
+def test_a_window_shorter_than_min_agreement_window_does_not_vote():
+    """Whisper on 1 s of audio mishears; the next window agreeing with it used to commit the mishear."""
+    words = timeline(12, start=0.1, step=0.25, length=0.2)
+    hear = timeline_script(words)
+
+    def script(request: DecodeRequest) -> Hypothesis:
+        heard = hear(request)
+        if request.audio.size / SR < 2.5:  # the 1 s and 2 s windows mishear the first word alike
+            return replace(heard, words=(replace(heard.words[0], word=" How"),) + heard.words[1:])
+        return heard
+
+    for window, first in ((1.5, "w0"), (0.0, "How")):
+        proc = StreamProcessor(StreamConfig(use_vad=False, min_chunk=1.0, min_agreement_window=window))
+        engine = ScriptedEngine(script)
+        for _ in range(4):
+            proc.feed(noise(1.05))
+            run_until_idle(proc, engine)
+        assert proc.committed_words and proc.committed_words[0].word.strip() == first

@@ -106,6 +106,7 @@ class LocalAgreement:
         self.n = n
         self.committed: list[Word] = []
         self._tails: list[list[Word]] = []  # uncommitted tails of the last n-1 hypotheses
+        self._preview = False  # the latest tail is shown, but does not vote
 
     @property
     def tentative(self) -> list[Word]:
@@ -115,7 +116,8 @@ class LocalAgreement:
     def insert(self, words: Sequence[Word]) -> list[Word]:
         """Add a hypothesis (stream times); return the words it newly commits."""
         tail = new_words_after(self.committed, words)
-        candidates = [*self._tails, tail][-self.n:]
+        history, self._preview = ([] if self._preview else self._tails), False
+        candidates = [*history, tail][-self.n:]
         agreed = common_prefix_length(candidates) if len(candidates) >= self.n else 0
         new = tail[:agreed]
         self.committed.extend(new)
@@ -124,11 +126,21 @@ class LocalAgreement:
             self._tails = [[]]
         return new
 
+    def preview(self, words: Sequence[Word]) -> None:
+        """Show a hypothesis as the tentative tail without letting it vote in the next agreement.
+
+        For a window too short to trust: base on 1 s of "Had he married a more amiable woman"
+        heard "How do you marry a demon?", and the 2 s window's "How do you marry a more amiable
+        woman?" agreed with it on "How do you marry a"; from 3 s on it heard "Had he married".
+        """
+        self._tails = [new_words_after(self.committed, words)]
+        self._preview = True
+
     def commit_all(self, words: Sequence[Word]) -> list[Word]:
         """Commit every new word of a final hypothesis (end of utterance or stream)."""
         new = new_words_after(self.committed, words)
         self.committed.extend(new)
-        self._tails = []
+        self._tails, self._preview = [], False
         return new
 
     def commit_until(self, words: Sequence[Word], until: float, *, by_start: bool = False) -> list[Word]:
@@ -146,9 +158,10 @@ class LocalAgreement:
             count += 1
         new = tail[:count]
         self.committed.extend(new)
-        self._tails = [tail[count:]]
+        self._tails, self._preview = [tail[count:]], False
         return new
 
     def reset_history(self) -> None:
         """Forget earlier hypotheses (a new utterance starts); commits stay."""
         self._tails = []
+        self._preview = False

@@ -359,6 +359,9 @@ class StreamProcessor:
             # settled: the final decode would only add trailing padding this window already had
             utterance.settled = (not self._agreement.tentative and not utterance.heard_speech
                                  and timemap.end >= inflight.pause_start + self.config.speech_pad - 0.01)
+        elif timemap.end - timemap.start < self.config.min_agreement_window:
+            self._agreement.preview(words)
+            new = []
         else:
             new = self._agreement.insert(words)
         self._trim(utterance)
