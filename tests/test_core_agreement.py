@@ -129,3 +129,14 @@ def test_a_previewed_hypothesis_is_shown_but_does_not_vote():
     assert texts(la.insert(words("Had he married a more amiable woman he might"))) == []
     assert texts(la.insert(words("Had he married a more amiable woman he might have been"))) == \
         ["Had", "he", "married", "a", "more", "amiable", "woman", "he", "might"]
+
+
+def test_the_same_word_far_apart_in_time_is_not_agreement():
+    """Whisper skipped four seconds of audio in the second window: its "que" is a later one."""
+    earlier = words("que la escribiese en la seguridad", start=31.0)
+    skipped = words("que me daria mas", start=35.0)
+    assert common_prefix_length([earlier, skipped]) == 0
+    la = LocalAgreement(2)
+    la.insert(earlier)
+    assert la.insert(skipped) == [] and texts(la.tentative) == ["que", "me", "daria", "mas"]
+    assert common_prefix_length([words("que la", start=31.0), words("que la", start=31.6)]) == 2  # jitter agrees

@@ -106,12 +106,12 @@ def unreferenced_breaks(reference: str, text: str, language: str) -> int | None:
 
     The lower-case count above misses a false break whose next word is capitalised ("muss. Ganz
     neu"); this one compares with the reference, word by word where the two agree on the words.
-    None where the reference has no sentence marks or the script has no spaces.
+    None where the reference is unpunctuated or the script has no spaces.
     """
     import difflib
 
     ref = _marked_words(reference)
-    if language in UNSPACED or not any(marked for _, marked in ref[:-1]):
+    if language in UNSPACED or not re.search(r"[,.;:?!]", reference):
         return None
     hyp = _marked_words(text)
     matcher = difflib.SequenceMatcher(a=[k for k, _ in ref], b=[k for k, _ in hyp], autojunk=False)

@@ -25,6 +25,7 @@ from streamer.hypothesis import Word
 TIME_TOLERANCE = 0.05   # s: a word whose midpoint is this close before the committed end is new
 MAX_OVERLAP = 5         # longest committed tail compared against a new hypothesis head
 NEAR_SECONDS = 0.5      # a one-word text match only counts this close to the committed end
+AGREE_SECONDS = 1.0     # the same word in two hypotheses: midpoints at most this far apart
 
 
 def normalize_word(text: str) -> str:
@@ -39,11 +40,19 @@ def _keys(words: Sequence[Word]) -> list[str]:
 
 
 def common_prefix_length(sequences: Sequence[Sequence[Word]]) -> int:
-    """Number of leading words on which all sequences agree (normalised)."""
+    """Number of leading words on which all sequences agree: the same word (normalised) at about the same time.
+
+    The time matters when Whisper skips audio: a window that heard "que la escribiese en la
+    seguridad ..." at 31 s and the next one that jumped straight to "que me daría" at 35 s agree
+    on the text "que", and committing it would lose everything between forever.
+    """
     keys = [_keys(s) for s in sequences]
     n = min(len(k) for k in keys) if keys else 0
     for i in range(n):
         if any(k[i] != keys[0][i] for k in keys[1:]):
+            return i
+        middles = [(s[i].start + s[i].end) / 2 for s in sequences]
+        if max(middles) - min(middles) > AGREE_SECONDS:
             return i
     return n
 
