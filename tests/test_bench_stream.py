@@ -14,7 +14,7 @@ def _result(run: int, wer: float, p90: float, pause_words: int) -> FileResult:
                       wall_seconds=90.0 + run, wer=wer, offline_wer=0.02, cased_wer=wer + 0.1,
                       offline_cased_wer=0.1, false_breaks=run, offline_false_breaks=0, sentences=10, missing_sentences=0,
                       latency_p50=0.5, latency_p90=p90, latency_max=None, latency_p90_first_quarter=1.0,
-                      latency_p90_last_quarter=1.0, pause_words=pause_words, decodes=70 + run, decode_p50=0.3,
+                      latency_p90_last_quarter=1.0, mark_latency_p90=2.0, pause_words=pause_words, decodes=70 + run, decode_p50=0.3,
                       decode_p95=0.4, max_window_seconds=7.0, max_lag_seconds=0.5, text=f"run {run}",
                       offline_text="offline", run=run)
 

@@ -99,6 +99,10 @@ def test_metrics():
                  CommittedWord(" good", 5.1, 5.5, 6.0), CommittedWord(" bye", 5.6, 6.0, 6.5)]
     assert sentence_latencies(segments, committed) == [1.1, -0.5]   # misrecognised last word still counts
     assert sentence_latencies(segments, committed[:1]) == [-0.5, None]
+    # a sentence's period committed later, as its own item: the word's latency, or with marks=True the period's
+    with_mark = [*committed[:2], CommittedWord(".", 1.9, 1.9, 5.4), *committed[2:]]
+    assert sentence_latencies(segments, with_mark) == [1.1, -0.5]
+    assert sentence_latencies(segments, with_mark, marks=True) == [3.4, -0.5]
     assert pauses(segments, min_gap=2.0, margin=0.5) == [(2.5, 4.5)]
     assert words_in_spans([CommittedWord(" ghost", 3.0, 3.2, 4.0)] + committed, [(2.5, 4.5)])[0].word == " ghost"
 

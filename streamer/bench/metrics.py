@@ -73,13 +73,18 @@ class CommittedWord:
     committed_at: float
 
 
-def sentence_latencies(segments: Sequence[dict], committed: Sequence[CommittedWord]) -> list[float | None]:
+def sentence_latencies(segments: Sequence[dict], committed: Sequence[CommittedWord], *,
+                       marks: bool = False) -> list[float | None]:
     """Per sentence (``{"start", "end", "text"}``): when its last word was committed, minus its end.
 
     Committed words are aligned to the reference words; a sentence's last word is the last
     committed word before the first word aligned to the next sentence (so a misrecognised
-    final word still counts). None when no word of the sentence was committed.
+    final word still counts). None when no word of the sentence was committed. A trailing mark
+    committed as its own item (it waits for audio after the word) is not the word: it counts
+    only with ``marks``, which measures when the sentence's punctuation arrived.
     """
+    if not marks:
+        committed = [w for w in committed if any(c.isalnum() for c in w.word)]
     ref_keys, ref_sentence = [], []
     for index, segment in enumerate(segments):
         for token in segment["text"].split():

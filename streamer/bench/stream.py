@@ -79,6 +79,7 @@ class FileResult:
     latency_max: float | None
     latency_p90_first_quarter: float | None
     latency_p90_last_quarter: float | None
+    mark_latency_p90: float | None  # when the sentence's final punctuation arrived (it waits for audio after the word)
     pause_words: int
     decodes: int
     decode_p50: float | None
@@ -90,9 +91,10 @@ class FileResult:
     run: int = 1  # 1..N; 0 marks the median row of several runs
 
 
-MEDIAN_FIELDS = ("wer", "cased_wer", "false_breaks", "latency_p50", "latency_p90", "latency_max", "latency_p90_first_quarter",
-                 "latency_p90_last_quarter", "missing_sentences", "pause_words", "decodes", "decode_p50",
-                 "decode_p95", "max_window_seconds", "max_lag_seconds", "wall_seconds")
+MEDIAN_FIELDS = ("wer", "cased_wer", "false_breaks", "latency_p50", "latency_p90", "latency_max",
+                 "latency_p90_first_quarter", "latency_p90_last_quarter", "mark_latency_p90", "missing_sentences",
+                 "pause_words", "decodes", "decode_p50", "decode_p95", "max_window_seconds", "max_lag_seconds",
+                 "wall_seconds")
 
 
 def median_result(runs: list[FileResult]) -> FileResult:
@@ -170,6 +172,8 @@ def bench_file(model: str, engine, settings, path: Path, args: argparse.Namespac
         latency_p50=_r(percentile(done, 50)), latency_p90=_r(percentile(done, 90)),
         latency_max=_r(max(done) if done else None),
         latency_p90_first_quarter=_r(percentile(first, 90)), latency_p90_last_quarter=_r(percentile(last, 90)),
+        mark_latency_p90=_r(percentile([lat for lat in sentence_latencies(segments, committed, marks=True)
+                                        if lat is not None], 90)),
         pause_words=len(words_in_spans(committed, pauses(segments))),
         decodes=len(result.decode_seconds), decode_p50=_r(percentile(result.decode_seconds, 50)),
         decode_p95=_r(percentile(result.decode_seconds, 95)), max_window_seconds=round(result.max_window_seconds, 2),
@@ -263,7 +267,7 @@ def format_table(files: list[FileResult], nonspeech: list[NonspeechResult], info
              f"{info['processor']}, {info['cpus']} CPUs, torch {info['torch']} ({info['torch_threads']} threads)"
              + (f", {info['cuda']}" if info["cuda"] else ""),
              f"{'model':8} {'file':14} {'run':>3} {'audio s':>7} {'WER %':>6} {'offline':>7} {'cased':>6} {'offline':>7} {'breaks':>9} {'lat p50':>7} {'p90':>5} "
-             f"{'max':>5} {'p90 Q1':>6} {'p90 Q4':>6} {'miss':>4} {'pause w':>7} {'dec p50':>7} {'p95':>5} "
+             f"{'max':>5} {'p90 Q1':>6} {'p90 Q4':>6} {'mark p90':>8} {'miss':>4} {'pause w':>7} {'dec p50':>7} {'p95':>5} "
              f"{'max win':>7} {'max lag':>7}"]
     for r in files:
         name = "silence+noise" if "silence" in r.file else "32 sentences"
@@ -274,7 +278,7 @@ def format_table(files: list[FileResult], nonspeech: list[NonspeechResult], info
             f"{f(None if r.offline_cased_wer is None else r.offline_cased_wer * 100):>7} "
             f"{breaks(r):>9} {f(r.latency_p50):>7} "
             f"{f(r.latency_p90):>5} {f(r.latency_max):>5} {f(r.latency_p90_first_quarter):>6} "
-            f"{f(r.latency_p90_last_quarter):>6} {r.missing_sentences:>4g} {r.pause_words:>7g} "
+            f"{f(r.latency_p90_last_quarter):>6} {f(r.mark_latency_p90):>8} {r.missing_sentences:>4g} {r.pause_words:>7g} "
             f"{f(r.decode_p50):>7} {f(r.decode_p95):>5} {r.max_window_seconds:7.1f} {r.max_lag_seconds:7.1f}")
     for n in nonspeech:
         lines.append(f"{n.model:8} nonspeech: {n.words} words on {n.clips} clips ({n.seconds:.0f} s)")
