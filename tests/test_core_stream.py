@@ -565,3 +565,20 @@ def test_a_window_shorter_than_min_agreement_window_does_not_vote():
             proc.feed(noise(1.05))
             run_until_idle(proc, engine)
         assert proc.committed_words and proc.committed_words[0].word.strip() == first
+
+
+def test_a_pause_decode_that_skips_audio_does_not_lose_what_earlier_decodes_heard():
+    """tiny.en's pause and final decodes of a quiet window heard only "the" where the decode before
+    had "the woodcutters of the Netherlands by a similar process": those words must still commit."""
+    words = timeline(10)                                     # 1.0 s .. 4.9 s
+    hear = timeline_script(words)
+
+    def script(request: DecodeRequest) -> Hypothesis:
+        heard = hear(request)
+        if request.offset + request.audio.size / SR > 5.15:  # the decodes after speech stopped skip its end
+            return replace(heard, words=tuple(w for w in heard.words if w.end <= request.offset + 0.5))
+        return heard
+
+    proc = StreamProcessor(StreamConfig(min_chunk=1.0, end_silence=0.5), ScriptedDetector([(0.95, 5.0)]))
+    feed_and_drain(proc, ScriptedEngine(script), noise(7.0))
+    assert [w.word for w in proc.committed_words] == [w.word for w in words]

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 PAUSE_START_SLACK = 0.05  # s: a word must start this much before the pause to be committed by it
 PAUSE_MIN_PROBABILITY = 0.1  # a pause commit (one hypothesis, no agreement) stops at a word less sure than this
+SKIP_SECONDS = 1.0  # earlier tentative words ending this far past all a pause decode heard: it skipped audio
 Kind = Literal["update", "final", "forced", "pause", "probe"]
 
 
@@ -355,7 +356,12 @@ class StreamProcessor:
             until = inflight.pause_start - PAUSE_START_SLACK
             tail = new_words_after(self._agreement.committed, words)
             unsure = next((w.start for w in tail if w.probability < PAUSE_MIN_PROBABILITY), until)
+            earlier = self._agreement.tentative
             new = self._agreement.commit_until(words, min(until, unsure), by_start=True)
+            if _skipped(earlier, words):
+                # Whisper skipped audio in this window ("the" for "the woodcutters of the Netherlands
+                # by a similar process"): keep what the earlier decode heard for the final decode
+                self._agreement.preview(earlier)
             # settled: the final decode would only add trailing padding this window already had
             utterance.settled = (not self._agreement.tentative and not utterance.heard_speech
                                  and timemap.end >= inflight.pause_start + self.config.speech_pad - 0.01)
@@ -417,6 +423,12 @@ class StreamProcessor:
         self._seq += 1
         return TranscriptEvent(seq=self._seq, committed=tuple(new), tentative=tentative,
                                language=self._last_language, audio_seconds=self.audio_seconds, final=final)
+
+
+def _skipped(earlier: list[Word], words: list[Word]) -> bool:
+    """Whether the earlier tentative words reach well past everything a new hypothesis heard."""
+    heard_until = words[-1].end if words else float("-inf")
+    return bool(earlier) and earlier[-1].end > heard_until + SKIP_SECONDS
 
 
 def run_until_idle(processor: StreamProcessor, engine: Engine) -> list[TranscriptEvent]:
