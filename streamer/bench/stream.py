@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from streamer.bench import textscore as ts
 from streamer.bench.metrics import (CommittedWord, pauses, percentile, sentence_latencies, wer,
                                     words_in_spans)
 from streamer.hypothesis import SAMPLE_RATE
@@ -251,8 +252,6 @@ def mode(args: argparse.Namespace) -> str:
 
 def text_measures(reference: str, text: str) -> tuple[float | None, int]:
     """Cased WER against the (punctuated) reference and false sentence breaks, as ``bench text`` counts them."""
-    from streamer.bench import textscore as ts
-
     return ts.rate(ts.cased_errors(reference, text, "en")), ts.false_breaks(text)
 
 
@@ -260,26 +259,28 @@ def format_table(files: list[FileResult], nonspeech: list[NonspeechResult], info
     def f(v, spec=".2f"):
         return "-" if v is None else format(v, spec)
 
+    def pct(v):
+        return f(None if v is None else v * 100)
+
     def breaks(r: FileResult) -> str:
         return f"{r.false_breaks:g} / {'-' if r.offline_false_breaks is None else r.offline_false_breaks}"
 
     lines = [f"# streamer bench stream ({realtime}), {info['date']}, "
              f"{info['processor']}, {info['cpus']} CPUs, torch {info['torch']} ({info['torch_threads']} threads)"
              + (f", {info['cuda']}" if info["cuda"] else ""),
-             f"{'model':8} {'file':14} {'run':>3} {'audio s':>7} {'WER %':>6} {'offline':>7} {'cased':>6} {'offline':>7} {'breaks':>9} {'lat p50':>7} {'p90':>5} "
-             f"{'max':>5} {'p90 Q1':>6} {'p90 Q4':>6} {'mark p90':>8} {'miss':>4} {'pause w':>7} {'dec p50':>7} {'p95':>5} "
-             f"{'max win':>7} {'max lag':>7}"]
+             f"{'model':8} {'file':14} {'run':>3} {'audio s':>7} {'WER %':>6} {'offline':>7} {'cased':>6} "
+             f"{'offline':>7} {'breaks':>9} {'lat p50':>7} {'p90':>5} {'max':>5} {'p90 Q1':>6} {'p90 Q4':>6} "
+             f"{'mark p90':>8} {'miss':>4} {'pause w':>7} {'dec p50':>7} {'p95':>5} {'max win':>7} {'max lag':>7}"]
     for r in files:
         name = "silence+noise" if "silence" in r.file else "32 sentences"
         lines.append(
             f"{r.model:8} {name:14} {'med' if r.run == 0 else r.run:>3} {r.audio_seconds:7.1f} {r.wer * 100:6.2f} "
-            f"{f(None if r.offline_wer is None else r.offline_wer * 100):>7} "
-            f"{f(None if r.cased_wer is None else r.cased_wer * 100):>6} "
-            f"{f(None if r.offline_cased_wer is None else r.offline_cased_wer * 100):>7} "
+            f"{pct(r.offline_wer):>7} {pct(r.cased_wer):>6} {pct(r.offline_cased_wer):>7} "
             f"{breaks(r):>9} {f(r.latency_p50):>7} "
             f"{f(r.latency_p90):>5} {f(r.latency_max):>5} {f(r.latency_p90_first_quarter):>6} "
-            f"{f(r.latency_p90_last_quarter):>6} {f(r.mark_latency_p90):>8} {r.missing_sentences:>4g} {r.pause_words:>7g} "
-            f"{f(r.decode_p50):>7} {f(r.decode_p95):>5} {r.max_window_seconds:7.1f} {r.max_lag_seconds:7.1f}")
+            f"{f(r.latency_p90_last_quarter):>6} {f(r.mark_latency_p90):>8} {r.missing_sentences:>4g} "
+            f"{r.pause_words:>7g} {f(r.decode_p50):>7} {f(r.decode_p95):>5} {r.max_window_seconds:7.1f} "
+            f"{r.max_lag_seconds:7.1f}")
     for n in nonspeech:
         lines.append(f"{n.model:8} nonspeech: {n.words} words on {n.clips} clips ({n.seconds:.0f} s)")
     return "\n".join(lines)

@@ -16,6 +16,7 @@ Whisper's basic (language-neutral) normaliser.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -108,11 +109,9 @@ def unreferenced_breaks(reference: str, text: str, language: str) -> int | None:
     neu"); this one compares with the reference, word by word where the two agree on the words.
     None where the reference is unpunctuated or the script has no spaces.
     """
-    import difflib
-
-    ref = _marked_words(reference)
     if language in UNSPACED or not re.search(r"[,.;:?!]", reference):
         return None
+    ref = _marked_words(reference)
     hyp = _marked_words(text)
     matcher = difflib.SequenceMatcher(a=[k for k, _ in ref], b=[k for k, _ in hyp], autojunk=False)
     count = 0

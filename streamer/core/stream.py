@@ -32,13 +32,13 @@ import numpy as np
 from streamer.config import StreamConfig
 from streamer.core.agreement import LocalAgreement, new_words_after
 from streamer.core.buffer import TimeMap
+from streamer.core.casing import SentenceCase
 from streamer.core.events import SpeechBoundary, TranscriptEvent
 from streamer.core.floor import CommitFloor
 from streamer.core.guards import assess
 from streamer.core.language import LanguagePolicy
 from streamer.core.prompt import PROMPT_TOLERANCE, PromptBuilder
 from streamer.core.probe import convincing
-from streamer.core.casing import SentenceCase
 from streamer.core.punctuation import HeldPunctuation
 from streamer.core.segmenter import Segmenter, Utterance
 from streamer.core.window import cut_before_word, forced_cut, stream_words, trim_point
