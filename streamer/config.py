@@ -39,9 +39,10 @@ class EngineConfig(_Section):
     max_new_tokens: int = Field(128, ge=8, le=440)
     beam_size: int = Field(1, ge=1, le=10, description="1 = greedy; more = beam search, batched across beams and "
                            "sessions (CPU path; measured in the README: 'Beam search')")
-    drafts: bool = Field(False, description="CPU: verify the stream's previous tokens in blocks instead of decoding "
-                         "them one by one; int8 then quantises the decoder per token. Off: not exact nor faster "
-                         "in int8 yet (docs/engine.md)")
+    drafts: bool = Field(False, description="verify the stream's previous tokens in blocks instead of decoding "
+                         "them one by one (CPU; and CUDA, where each block width is one more captured graph). "
+                         "CPU int8 then quantises the decoder per token. Off: not exact nor faster in int8 yet, "
+                         "not measured on a GPU yet (docs/engine.md)")
     encoder_buckets: list[float] = Field(default_factory=list, description="experiment, not recommended: run the "
                                          "encoder on the window rounded up to one of these lengths (s) instead of 30 s; "
                                          "measured 2.8 WER points worse on long-form audio (docs/engine.md); [] = off")

@@ -34,3 +34,25 @@ def test_compiled_static_cache_matches_eager_and_never_recompiles(shared_data):
     assert compile_count() == before, "serving shapes recompiled after warm-up"
     assert static == eager
     assert "fellow" in single.text
+
+
+def test_compiled_draft_verification_gives_plain_greedy_tokens_on_warmed_graphs(shared_data):
+    """The CUDA path's drafted loop (blocks padded to fixed widths, one graph each) on the CPU."""
+    plain = load_engine(model="tiny.en", quantize="none", warmup=False)
+    audio, _ = sf.read(shared_data / "jfk" / "jfk.wav", dtype="float32")
+    windows = [audio, audio[:80000], audio[32000:]]
+    expected = [plain.decode(DecodeRequest(w)).tokens for w in windows]
+
+    compiled = load_whisper(EngineConfig(model="tiny.en", quantize="none", warmup=False, drafts=True),
+                            compile=CompileOptions(batch_sizes=(1, 4), draft_widths=(8, 49), backend="eager",
+                                                   warmup_steps=2))
+    assert compiled.compiled.draft_widths == (1, 8, 49)
+    before = compile_count()
+    drafts = [tuple(expected[0]), tuple(expected[1][:len(expected[1]) // 2]), tuple(expected[2][:-3])]
+    hyps = compiled.decode_batch([DecodeRequest(w, draft=d) for w, d in zip(windows, drafts)])
+    assert compiled.last_timing["accepted"] >= len(expected[0]) + len(expected[1]) // 2 - 2
+    assert compiled.last_timing["passes"] < max(len(t) for t in expected) / 2  # far fewer passes than tokens
+    single = compiled.decode(DecodeRequest(windows[1], draft=tuple(expected[0][5:])))  # a draft that does not line up
+    assert compile_count() == before, "a draft block's shape recompiled after warm-up"
+    assert [h.tokens for h in hyps] == expected
+    assert single.tokens == expected[1]

@@ -52,17 +52,42 @@ def guess(generated: list[int], draft: tuple[int, ...], room: int) -> list[int]:
     return []
 
 
+class BlockRunner:
+    """Runs one block of the drafted loop; the eager (CPU) runner attends over the filled slots only.
+
+    The compiled CUDA path (:class:`~streamer.engine.gpu.CompiledDecoder`) subclasses it: its
+    blocks are padded up to a few fixed widths so each (batch size, width) is one captured graph.
+    """
+
+    widths: tuple[int, ...] = ()  # empty: any width
+
+    def __init__(self, decoder: KVDecoder):
+        self.decoder = decoder
+
+    def width(self, wanted: int, most: int) -> int:
+        """The block width to run for ``wanted`` tokens when at most ``most`` fit (both >= 1)."""
+        if not self.widths:
+            return min(wanted, most)
+        fitting = [w for w in self.widths if w <= most] or [1]
+        return next((w for w in fitting if w >= wanted), fitting[-1])
+
+    def __call__(self, block: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor, state) -> torch.Tensor:
+        return self.decoder(block, positions, slots, state, attend_len=int(slots[-1]) + 1)
+
+
 def drafted_decode(decoder: KVDecoder, encoder_out: torch.Tensor, rows: list[RowSpec], tokens: WhisperTokens,
-                   rules: TimestampRules, max_new_tokens: int,
-                   drafts: list[tuple[int, ...]]) -> tuple[list[DecodeResult], dict[str, int]]:
+                   rules: TimestampRules | None, max_new_tokens: int, drafts: list[tuple[int, ...]],
+                   state=None, runner: BlockRunner | None = None) -> tuple[list[DecodeResult], dict[str, int]]:
     """Greedy decode of every row, verifying ``drafts[b]`` (row b's previous tokens) along the way.
 
-    Eager (CPU) path: the cache attends over the filled slots. Returns the results and counts
-    (passes, tokens accepted from drafts) for the benchmark.
+    Eager path by default; with a preallocated ``state`` and a compiled ``runner`` the CUDA-graph
+    path (blocks padded to the runner's widths; padding is masked like a rejected guess).
+    Returns the results and counts (passes, tokens guessed and accepted) for the benchmark.
     """
     device = encoder_out.device
     batch = len(rows)
-    pre = prefill(decoder, encoder_out, rows, tokens)
+    runner = runner or BlockRunner(decoder)
+    pre = prefill(decoder, encoder_out, rows, tokens, state)
     state, slot, logits = pre.state, pre.width, pre.logits
     position = pre.position[:, 0].clone()  # [batch]: positional index of each row's last cached token
     limit = min(max_new_tokens, decoder.max_len - slot)
@@ -73,7 +98,7 @@ def drafted_decode(decoder: KVDecoder, encoder_out: torch.Tensor, rows: list[Row
     first = True
     while True:
         # 1. the greedy choice from each row's pending logits: exactly the plain loop's step
-        processed = rules.apply(logits.float(), generated, rows, first=first)
+        processed = rules.apply(logits.float(), generated, rows, first=first) if rules else logits.float()
         first = False
         logprobs = torch.log_softmax(processed, dim=-1)
         chosen = processed.argmax(dim=-1).tolist()
@@ -93,16 +118,17 @@ def drafted_decode(decoder: KVDecoder, encoder_out: torch.Tensor, rows: list[Row
         need = max(limit - len(g) for g, f in zip(generated, finished) if not f)
         room = min(MAX_GUESS, decoder.max_len - slot - 1 - need)
         guesses = [[] if f else guess(g, d, min(room, limit - len(g))) for g, f, d in zip(generated, finished, drafts)]
-        width = 1 + max(len(q) for q in guesses)
+        width = runner.width(1 + max(len(q) for q in guesses), max(1, 1 + room))
+        guesses = [q[:width - 1] for q in guesses]
         block = torch.full((batch, width), tokens.eot, dtype=torch.long, device=device)
         for b, (g, q) in enumerate(zip(generated, guesses)):
             block[b, 0] = g[-1] if (g and not finished[b]) else tokens.eot
             if q:
                 block[b, 1:1 + len(q)] = torch.tensor(q, device=device)
-        positions = position[:, None] + 1 + torch.arange(width, device=device)[None, :]
+        positions = (position[:, None] + 1 + torch.arange(width, device=device)[None, :]).clamp(max=decoder.max_len - 1)
         slots = torch.arange(slot, slot + width, device=device)
         state.valid[:, slot:slot + width] = True
-        hidden = decoder(block, positions, slots, state, attend_len=slot + width)
+        hidden = runner(block, positions, slots, state)
         stats["passes"] += 1
         if width == 1:
             logits = decoder.logits(hidden[:, -1])
@@ -114,7 +140,7 @@ def drafted_decode(decoder: KVDecoder, encoder_out: torch.Tensor, rows: list[Row
         stats["guessed"] += sum(len(q) for q in guesses)
         stats["accepted"] += sum(accepted)
         for b, a in enumerate(accepted):
-            state.valid[b, slot + 1 + a:slot + width] = False  # rejected guesses: holes in this row's cache
+            state.valid[b, slot + 1 + a:slot + width] = False  # rejected guesses and padding: holes in the cache
         logits = block_logits[torch.arange(batch), torch.tensor(accepted, device=device)]
         position = position + 1 + torch.tensor(accepted, device=device)
         slot += width
@@ -122,7 +148,7 @@ def drafted_decode(decoder: KVDecoder, encoder_out: torch.Tensor, rows: list[Row
 
 
 def _verify(block_logits: torch.Tensor, guesses: list[list[int]], generated: list[list[int]], finished: list[bool],
-            rows: list[RowSpec], rules: TimestampRules, tokens: WhisperTokens, sum_logprob: list[float],
+            rows: list[RowSpec], rules: TimestampRules | None, tokens: WhisperTokens, sum_logprob: list[float],
             limit: int) -> list[int]:
     """Accept each row's longest guessed prefix that greedy would have chosen; extends ``generated``."""
     flat, contexts, flat_rows, owners = [], [], [], []
@@ -135,7 +161,8 @@ def _verify(block_logits: torch.Tensor, guesses: list[list[int]], generated: lis
     accepted = [0] * len(guesses)
     if not flat:
         return accepted
-    processed = rules.apply(torch.stack(flat).float(), contexts, flat_rows, first=False)
+    stacked = torch.stack(flat).float()
+    processed = rules.apply(stacked, contexts, flat_rows, first=False) if rules else stacked
     logprobs = torch.log_softmax(processed, dim=-1)
     best = processed.argmax(dim=-1).tolist()
     stopped = [False] * len(guesses)

@@ -24,7 +24,7 @@ from streamer.engine.beam import beam_decode
 from streamer.engine.decoding import TIME_PRECISION, RowSpec, TimestampRules, greedy_decode
 from streamer.engine.drafts import drafted_decode
 from streamer.engine.encoder import bucket_for, encode as encode_bucketed
-from streamer.engine.gpu import CompileOptions, build_compiled
+from streamer.engine.gpu import DRAFT_WIDTHS, CompileOptions, build_compiled
 from streamer.engine.kv_decoder import KVDecoder
 from streamer.engine.language import LanguageChoice, choose_languages
 from streamer.engine.tokenizer import WhisperTokens
@@ -133,10 +133,11 @@ class WhisperEngine(WordTimingViews):
 
     def _greedy(self, encoder_out: torch.Tensor, rows: list[RowSpec], drafts: list[tuple[int, ...]]):
         """Greedy decode (beam search with ``engine.beam_size`` > 1; the compiled CUDA path stays greedy); with
-        drafts, verified in blocks; on the compiled path rows are padded up to a warmed batch size."""
+        drafts, verified in blocks (on the compiled path too, with ``engine.drafts``); on the compiled path
+        rows are padded up to a warmed batch size."""
         limit = self.config.max_new_tokens
         if self.compiled is not None:
-            return self.compiled.decode(encoder_out, rows, self.rules, limit), {}
+            return self.compiled.decode(encoder_out, rows, self.rules, limit, drafts=drafts)
         if self.config.beam_size > 1:
             return beam_decode(self.decoder, encoder_out, rows, self.tokens, self.rules, limit, self.config.beam_size), {}
         if any(drafts):
@@ -224,7 +225,8 @@ def load_whisper(config: EngineConfig, compile: CompileOptions | None = None) ->
     if quantized:
         model, quantized = _quantize_int8(model, rows=config.drafts)
     if compile is None and device.type == "cuda" and config.compile:
-        compile = CompileOptions(batch_sizes=tuple(config.batch_sizes))
+        widths = DRAFT_WIDTHS if config.drafts else ()
+        compile = CompileOptions(batch_sizes=tuple(config.batch_sizes), draft_widths=widths)
     engine = WhisperEngine(model, tokens, generation, config, name=config.model, device=device, dtype=dtype,
                            quantized=quantized, compile=compile)
     if engine.compiled is None and config.warmup:
