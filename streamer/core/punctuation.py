@@ -78,6 +78,16 @@ class HeldPunctuation:
         """Hold ``mark`` for ``word``, committed elsewhere (a resumed stream carries it over)."""
         self.word, self.mark = (word, mark) if mark else (None, "")
 
+    def in_prompt(self, last_committed: Word | None, prompt_end: float, tolerance: float) -> str:
+        """The held mark, when its word ends a prompt that ends at ``prompt_end``: without it the
+        prompt reads as if the sentence went on (verse, base: streamed WER 27.2 -> 21.9 % with it).
+        Not an exclamation or an ellipsis: Whisper ends short windows with them, and tiny.en
+        prompted "Ask, not!" heard "Why'd you are country" for "what your country"."""
+        word, mark = self.word, self.mark
+        if word is None or last_committed is not word or word.end > prompt_end + tolerance:
+            return ""
+        return "" if any(c in mark for c in "!！…") or ".." in mark else mark
+
     def release(self) -> list[Word]:
         """The stream truly ended (long silence, stop): the mark stands as Whisper wrote it."""
         out = [self._item(self.mark)] if self.word is not None else []

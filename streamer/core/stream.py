@@ -13,7 +13,8 @@ Policy, in order of the audio's path:
    arrived; a closed one gets one final decode at once. One request in flight at a time,
    so a slow engine just means fewer, larger updates.
 3. Agreement (:mod:`streamer.core.agreement`): LocalAgreement-n commits the stable prefix;
-   a final decode commits all remaining words of the utterance.
+   a final decode commits all remaining words of the utterance, a pause decode the words
+   before the pause (:mod:`streamer.core.commits`).
 4. Bound: after an update, a buffer longer than ``trim_to`` is cut at the last committed
    word; a buffer over ``max_buffer`` is decoded in its oldest ``max_buffer`` seconds and the
    words in the first part are committed, so the window never exceeds the cap whatever
@@ -30,15 +31,16 @@ from typing import Literal
 import numpy as np
 
 from streamer.config import StreamConfig
-from streamer.core.agreement import LocalAgreement, new_words_after
+from streamer.core.agreement import LocalAgreement
 from streamer.core.buffer import TimeMap
 from streamer.core.casing import SentenceCase
+from streamer.core.commits import commit_final, commit_pause, commit_update
 from streamer.core.events import SpeechBoundary, TranscriptEvent
 from streamer.core.floor import CommitFloor
 from streamer.core.guards import assess
 from streamer.core.language import LanguagePolicy
-from streamer.core.prompt import PROMPT_TOLERANCE, PromptBuilder
 from streamer.core.probe import convincing
+from streamer.core.prompt import PROMPT_TOLERANCE, PromptBuilder
 from streamer.core.punctuation import HeldPunctuation
 from streamer.core.segmenter import Segmenter, Utterance
 from streamer.core.window import cut_before_word, forced_cut, stream_words, trim_point
@@ -47,9 +49,6 @@ from streamer.vad import SpeechDetector
 
 log = logging.getLogger(__name__)
 
-PAUSE_START_SLACK = 0.05  # s: a word must start this much before the pause to be committed by it
-PAUSE_MIN_PROBABILITY = 0.1  # a pause commit (one hypothesis, no agreement) stops at a word less sure than this
-SKIP_SECONDS = 1.0  # earlier tentative words ending this far past all a pause decode heard: it skipped audio
 Kind = Literal["update", "final", "forced", "pause", "probe"]
 
 
@@ -305,7 +304,8 @@ class StreamProcessor:
             pause_start, utterance.pause_at = utterance.pause_at, None
             utterance.heard_speech = False
         prompt = self._prompt.build(self._committed, before=timemap.start)
-        prompt += self._held_mark_in(prompt_end=timemap.start) if prompt else ""
+        last = self._committed[-1] if self._committed else None
+        prompt += self._held.in_prompt(last, timemap.start, PROMPT_TOLERANCE) if prompt else ""
         choice = self._language.choice()
         self._inflight = _InFlight(utterance, kind, timemap, pause_start, prompt, choice.language)
         self.max_window_seconds = max(self.max_window_seconds, audio.size / SAMPLE_RATE)
@@ -313,19 +313,6 @@ class StreamProcessor:
         return DecodeRequest(audio=audio, prompt=prompt, language=choice.language, task=self.task,
                              offset=timemap.start, vocabulary=self.vocabulary, detect_language=choice.detect,
                              draft=draft if drafted is utterance else ())
-
-    def _held_mark_in(self, prompt_end: float) -> str:
-        """The held mark, when its word ends the prompt: without it the prompt reads as if the sentence
-        went on (verse, base: streamed WER 27.2 -> 21.9 % with it). Not an exclamation or an ellipsis:
-        Whisper ends short windows with them, and tiny.en prompted "Ask, not!" heard "Why'd you are
-        country" for "what your country"."""
-        word = self._held.word
-        if word is None or not self._committed or self._committed[-1] is not word:
-            return ""
-        mark = self._held.mark
-        if word.end > prompt_end + PROMPT_TOLERANCE or any(c in mark for c in "!！…") or ".." in mark:
-            return ""
-        return mark
 
     # ----------------------------------------------------------------- results
 
@@ -335,13 +322,7 @@ class StreamProcessor:
     def _apply(self, inflight: _InFlight, words: list[Word], rejected: bool) -> list[Word]:
         kind, utterance, timemap = inflight.kind, inflight.utterance, inflight.timemap
         if kind == "final":
-            earlier = self._agreement.tentative
-            new = self._agreement.commit_all(words)
-            if not new and earlier:
-                # The last decode was rejected by a guard (a short tail window often looks like
-                # no-speech) or heard nothing new: the tentative words that accepted decodes of
-                # this utterance produced are all we will ever have, so commit them, not lose them.
-                new = self._agreement.commit_all(earlier)
+            new = commit_final(self._agreement, words)
             self._retire(utterance)
             return new
         if kind == "forced":
@@ -353,23 +334,13 @@ class StreamProcessor:
         if rejected:
             return []
         if kind == "pause":
-            until = inflight.pause_start - PAUSE_START_SLACK
-            tail = new_words_after(self._agreement.committed, words)
-            unsure = next((w.start for w in tail if w.probability < PAUSE_MIN_PROBABILITY), until)
-            earlier = self._agreement.tentative
-            new = self._agreement.commit_until(words, min(until, unsure), by_start=True)
-            if _skipped(earlier, words):
-                # Whisper skipped audio in this window ("the" for "the woodcutters of the Netherlands
-                # by a similar process"): keep what the earlier decode heard for the final decode
-                self._agreement.preview(earlier)
+            new = commit_pause(self._agreement, words, inflight.pause_start)
             # settled: the final decode would only add trailing padding this window already had
             utterance.settled = (not self._agreement.tentative and not utterance.heard_speech
                                  and timemap.end >= inflight.pause_start + self.config.speech_pad - 0.01)
-        elif timemap.end - timemap.start < self.config.min_agreement_window:
-            self._agreement.preview(words)
-            new = []
         else:
-            new = self._agreement.insert(words)
+            new = commit_update(self._agreement, words, timemap.end - timemap.start,
+                                self.config.min_agreement_window)
         self._trim(utterance)
         return new
 
@@ -423,12 +394,6 @@ class StreamProcessor:
         self._seq += 1
         return TranscriptEvent(seq=self._seq, committed=tuple(new), tentative=tentative,
                                language=self._last_language, audio_seconds=self.audio_seconds, final=final)
-
-
-def _skipped(earlier: list[Word], words: list[Word]) -> bool:
-    """Whether the earlier tentative words reach well past everything a new hypothesis heard."""
-    heard_until = words[-1].end if words else float("-inf")
-    return bool(earlier) and earlier[-1].end > heard_until + SKIP_SECONDS
 
 
 def run_until_idle(processor: StreamProcessor, engine: Engine) -> list[TranscriptEvent]:

@@ -1,0 +1,57 @@
+"""What each kind of decode may commit, on top of LocalAgreement.
+
+An update commits by agreement between successive hypotheses; the other kinds commit from a
+single hypothesis, each for its own reason: a final decode because the utterance has ended, a
+pause decode because the speaker stopped (the words before the pause will not change), a forced
+decode because the audio is about to leave the buffer. Sans-I/O, like the stream processor.
+"""
+
+from __future__ import annotations
+
+from streamer.core.agreement import LocalAgreement, new_words_after
+from streamer.hypothesis import Word
+
+PAUSE_START_SLACK = 0.05  # s: a word must start this much before the pause to be committed by it
+PAUSE_MIN_PROBABILITY = 0.1  # a pause commit (one hypothesis, no agreement) stops at a word less sure than this
+SKIP_SECONDS = 1.0  # earlier tentative words ending this far past all a pause decode heard: it skipped audio
+
+
+def commit_final(agreement: LocalAgreement, words: list[Word]) -> list[Word]:
+    """Every remaining word of the ended utterance."""
+    earlier = agreement.tentative
+    new = agreement.commit_all(words)
+    if not new and earlier:
+        # The last decode was rejected by a guard (a short tail window often looks like
+        # no-speech) or heard nothing new: the tentative words that accepted decodes of
+        # this utterance produced are all we will ever have, so commit them, not lose them.
+        new = agreement.commit_all(earlier)
+    return new
+
+
+def commit_pause(agreement: LocalAgreement, words: list[Word], pause_start: float) -> list[Word]:
+    """The words that start before the pause, up to the first one Whisper is unsure of."""
+    until = pause_start - PAUSE_START_SLACK
+    tail = new_words_after(agreement.committed, words)
+    unsure = next((w.start for w in tail if w.probability < PAUSE_MIN_PROBABILITY), until)
+    earlier = agreement.tentative
+    new = agreement.commit_until(words, min(until, unsure), by_start=True)
+    if skipped(earlier, words):
+        # Whisper skipped audio in this window ("the" for "the woodcutters of the Netherlands
+        # by a similar process"): keep what the earlier decode heard for the final decode
+        agreement.preview(earlier)
+    return new
+
+
+def commit_update(agreement: LocalAgreement, words: list[Word], window_seconds: float,
+                  min_window: float) -> list[Word]:
+    """Agreement with the previous hypothesis; a window too short to vote is only shown."""
+    if window_seconds < min_window:
+        agreement.preview(words)
+        return []
+    return agreement.insert(words)
+
+
+def skipped(earlier: list[Word], words: list[Word]) -> bool:
+    """Whether the earlier tentative words reach well past everything a new hypothesis heard."""
+    heard_until = words[-1].end if words else float("-inf")
+    return bool(earlier) and earlier[-1].end > heard_until + SKIP_SECONDS
