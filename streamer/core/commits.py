@@ -13,6 +13,7 @@ from streamer.hypothesis import Word
 
 PAUSE_START_SLACK = 0.05  # s: a word must start this much before the pause to be committed by it
 PAUSE_MIN_PROBABILITY = 0.1  # a pause commit (one hypothesis, no agreement) stops at a word less sure than this
+PAUSE_MIN_WINDOW = 2.5  # s: a shorter pause window commits by agreement only (too little context alone)
 SKIP_SECONDS = 1.0  # earlier tentative words ending this far past all a pause decode heard: it skipped audio
 
 
@@ -28,8 +29,15 @@ def commit_final(agreement: LocalAgreement, words: list[Word]) -> list[Word]:
     return new
 
 
-def commit_pause(agreement: LocalAgreement, words: list[Word], pause_start: float) -> list[Word]:
-    """The words that start before the pause, up to the first one Whisper is unsure of."""
+def commit_pause(agreement: LocalAgreement, words: list[Word], pause_start: float,
+                 window_seconds: float) -> list[Word]:
+    """The words that start before the pause, up to the first one Whisper is unsure of.
+
+    A window shorter than ``PAUSE_MIN_WINDOW`` commits only by agreement, like an update: base
+    heard jfk's 1.6 s "ask not" as "is not." or "ASK NOT!", and longer windows as "Ask not what".
+    """
+    if window_seconds < PAUSE_MIN_WINDOW:
+        return agreement.insert(words)
     until = pause_start - PAUSE_START_SLACK
     tail = new_words_after(agreement.committed, words)
     unsure = next((w.start for w in tail if w.probability < PAUSE_MIN_PROBABILITY), until)

@@ -334,7 +334,7 @@ class StreamProcessor:
         if rejected:
             return []
         if kind == "pause":
-            new = commit_pause(self._agreement, words, inflight.pause_start)
+            new = commit_pause(self._agreement, words, inflight.pause_start, timemap.end - timemap.start)
             # settled: the final decode would only add trailing padding this window already had
             utterance.settled = (not self._agreement.tentative and not utterance.heard_speech
                                  and timemap.end >= inflight.pause_start + self.config.speech_pad - 0.01)
