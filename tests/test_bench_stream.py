@@ -47,3 +47,9 @@ def test_bench_stream_runs_twice_and_reports_the_median(shared_data, tmp_path) -
     assert min(r["wer"] for r in runs) <= median["wer"] <= max(r["wer"] for r in runs)
     assert all(r["cased_wer"] is not None and r["offline_cased_wer"] is not None for r in rows)
     assert all(isinstance(r["false_breaks"], int) for r in runs)
+    # each run keeps every sentence's latency with its place in the audio (to find a rare slow one)
+    for r in runs:
+        assert len(r["sentence_latencies"]) == r["sentences"]
+        assert all(lat is not None for _, lat in r["sentence_latencies"])  # fast replay: wall time runs ahead
+        assert [end for end, _ in r["sentence_latencies"]] == sorted(end for end, _ in r["sentence_latencies"])
+    assert median["sentence_latencies"] == []

@@ -27,7 +27,7 @@ import platform
 import resource
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +90,11 @@ class FileResult:
     text: str
     offline_text: str | None
     run: int = 1  # 1..N; 0 marks the median row of several runs
+    # per reference sentence: (its end in the audio, s; latency of its last word, s, or None if never committed)
+    sentence_latencies: list[tuple[float, float | None]] = field(default_factory=list)
 
+
+SLOW_SENTENCE = 3.0  # s: a sentence this late is logged with its text (to find the rare outliers)
 
 MEDIAN_FIELDS = ("wer", "cased_wer", "false_breaks", "latency_p50", "latency_p90", "latency_max",
                  "latency_p90_first_quarter", "latency_p90_last_quarter", "mark_latency_p90", "missing_sentences",
@@ -105,7 +109,7 @@ def median_result(runs: list[FileResult]) -> FileResult:
         return _r(statistics.median(values), 4) if values else None
 
     return FileResult(**{**asdict(runs[0]), **{name: med(name) for name in MEDIAN_FIELDS}, "run": 0,
-                         "text": "", "offline_text": None})
+                         "text": "", "offline_text": None, "sentence_latencies": []})
 
 
 @dataclass
@@ -159,6 +163,10 @@ def bench_file(model: str, engine, settings, path: Path, args: argparse.Namespac
     duration = audio.size / SAMPLE_RATE
     first = [lat for lat, s in zip(latencies, segments) if lat is not None and s["end"] <= duration / 4]
     last = [lat for lat, s in zip(latencies, segments) if lat is not None and s["end"] > duration * 3 / 4]
+    for lat, segment in zip(latencies, segments):
+        if lat is not None and lat > SLOW_SENTENCE:
+            log.info("slow sentence: %.1f s for the one ending at %.1f s: %r", lat, segment["end"],
+                     segment.get("text", "")[-80:])
     if offline_text is None and not args.no_offline:
         offline_text = "".join(w.word for w in transcribe_offline(engine, audio, language=language)).strip()
     cased = text_measures(reference, result.text)
@@ -178,7 +186,8 @@ def bench_file(model: str, engine, settings, path: Path, args: argparse.Namespac
         pause_words=len(words_in_spans(committed, pauses(segments))),
         decodes=len(result.decode_seconds), decode_p50=_r(percentile(result.decode_seconds, 50)),
         decode_p95=_r(percentile(result.decode_seconds, 95)), max_window_seconds=round(result.max_window_seconds, 2),
-        max_lag_seconds=round(result.max_lag_seconds, 2), text=result.text, offline_text=offline_text, run=run)
+        max_lag_seconds=round(result.max_lag_seconds, 2), text=result.text, offline_text=offline_text, run=run,
+        sentence_latencies=[(round(s["end"], 2), _r(lat)) for lat, s in zip(latencies, segments)])
 
 
 class SimulatedClock:
