@@ -177,8 +177,12 @@ def test_page_resumes_the_microphone_stream_after_a_network_blip(daemon: Threade
         page.wait_for_function("/americans/i.test(document.querySelector('#transcript .committed')?.innerText)",
                                timeout=scaled(40000))
         asyncio.run_coroutine_threadsafe(proxy.blip(5.0), loop).result(30)
-        page.wait_for_function("(document.querySelector('#transcript').innerText.match(/countr/gi) || []).length >= 2",
-                               timeout=scaled(40000))
+        try:
+            page.wait_for_function("(document.querySelector('#transcript').innerText.match(/countr/gi) || [])"
+                                   ".length >= 2", timeout=scaled(40000))
+        except Exception as exc:  # say what the page showed: a lost word and a slow machine look alike here
+            pytest.fail(f"{exc}; the page showed {page.inner_text('#transcript')!r}, "
+                        f"state {page.inner_text('#state')!r}")
         page.click("#stop")
         page.wait_for_function("document.querySelector('#state').dataset.state === 'idle'", timeout=scaled(30000))
         state = page.evaluate("(() => { const s = window.streamerPage.ui.session; "
