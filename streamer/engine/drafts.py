@@ -71,8 +71,10 @@ class BlockRunner:
         fitting = [w for w in self.widths if w <= most] or [1]
         return next((w for w in fitting if w >= wanted), fitting[-1])
 
-    def __call__(self, block: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor, state) -> torch.Tensor:
-        return self.decoder(block, positions, slots, state, attend_len=int(slots[-1]) + 1)
+    def __call__(self, block: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor, state,
+                 end: int) -> torch.Tensor:
+        """``end``: the first slot after the block (the eager pass attends up to it)."""
+        return self.decoder(block, positions, slots, state, attend_len=end)
 
 
 def drafted_decode(decoder: KVDecoder, encoder_out: torch.Tensor, rows: list[RowSpec], tokens: WhisperTokens,
@@ -128,7 +130,7 @@ def drafted_decode(decoder: KVDecoder, encoder_out: torch.Tensor, rows: list[Row
         positions = (position[:, None] + 1 + torch.arange(width, device=device)[None, :]).clamp(max=decoder.max_len - 1)
         slots = torch.arange(slot, slot + width, device=device)
         state.valid[:, slot:slot + width] = True
-        hidden = runner(block, positions, slots, state)
+        hidden = runner(block, positions, slots, state, end=slot + width)
         stats["passes"] += 1
         if width == 1:
             logits = decoder.logits(hidden[:, -1])

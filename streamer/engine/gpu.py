@@ -56,8 +56,9 @@ class _CompiledBlocks(BlockRunner):
         super().__init__(decoder)
         self.step, self.widths = step, widths
 
-    def __call__(self, block: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor, state) -> torch.Tensor:
-        return self.step(block, positions, slots)
+    def __call__(self, block: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor, state,
+                 end: int) -> torch.Tensor:
+        return self.step(block, positions, slots)  # static shapes: attends over the whole cache
 
 
 class CompiledDecoder:
@@ -134,7 +135,6 @@ class CompiledDecoder:
         if device.type == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - started
-
 
     def _warm_blocks(self, size: int, device: torch.device) -> None:
         """Record each draft width's graph for this batch size (the cache is reset by the next decode)."""
