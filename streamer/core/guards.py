@@ -9,7 +9,14 @@ checks catch what gets through:
   which is what "Thank you." on music looks like: no-speech 0.7, log-probability -0.8,
   words at 0.02 and 0.77),
 * compression ratio: highly repetitive text compresses too well,
-* repeated n-grams: a phrase repeated many times in a row is cut after its first occurrence,
+* repeated n-grams: a phrase repeated many times in a row is cut after its first occurrence
+  (a word five times, two words four times, a phrase of three to twelve words three times: Whisper's
+  loops at a window's end run to whole clauses, "Printing then for our purpose, printing then for
+  our purpose, printing then for our purpose,"; a speaker's restart repeats a phrase once); and a
+  phrase of four or more words said twice where the hypothesis ends (possibly with the start of a
+  third time): the loop Whisper falls into when a pause window's audio runs out ("as all books,
+  not primarily intended as picture books, as all books, not primarily intended as picture
+  books,"), where the speaker's next words would otherwise follow,
 * words outside VAD speech: a word whose audio lies entirely in non-speech is dropped.
 
 A hypothesis that trips a check is *suspect*: the prompt is reset so that a hallucination is
@@ -25,9 +32,10 @@ from streamer.config import StreamConfig
 from streamer.core.agreement import normalize_word
 from streamer.hypothesis import Hypothesis, Word
 
-MAX_NGRAM = 4
+MAX_NGRAM = 12
 UNSURE_WORDS = 0.5   # mean word probability below which a "maybe no speech" hypothesis is dropped
-MIN_REPEATS = {1: 5, 2: 4, 3: 3, 4: 3}  # consecutive occurrences that make a loop
+MIN_REPEATS = {1: 5, 2: 4}  # consecutive occurrences that make a loop; 3 for longer phrases
+MIN_TRAILING_LOOP = 4       # a phrase this long said twice to the hypothesis' very end is a loop
 
 
 @dataclass(frozen=True)
@@ -76,9 +84,16 @@ def find_repetition_loop(words: Sequence[Word]) -> int | None:
             reps = 1
             while keys[start + reps * n:start + (reps + 1) * n] == gram:
                 reps += 1
-            if reps >= MIN_REPEATS[n]:
+            if reps >= MIN_REPEATS.get(n, 3) or (n >= MIN_TRAILING_LOOP and reps >= 2
+                                                   and ends_inside(keys, gram, start + reps * n)):
                 return start + n
     return None
+
+
+def ends_inside(keys: Sequence[str], gram: Sequence[str], at: int) -> bool:
+    """Whether ``keys`` from ``at`` on is a beginning of ``gram`` (nothing at all counts)."""
+    rest = keys[at:]
+    return len(rest) < len(gram) and list(rest) == list(gram[:len(rest)])
 
 
 def in_speech(word: Word, regions: Sequence[tuple[float, float]], pad: float) -> bool:
