@@ -143,8 +143,10 @@ def transcribe_offline(engine: Engine, audio: np.ndarray, *, language: str | Non
 
     Each window keeps the words that end well before its end and the next window starts
     between the last kept word and the next one, as Whisper's own long-form loop does with
-    segment timestamps.
+    segment timestamps. The encoder always sees 30 s, as an offline tool's does (no encoder buckets).
     """
+    if hasattr(engine, "with_encoder_buckets"):
+        engine = engine.with_encoder_buckets([])
     words: list[Word] = []
     pos = 0
     window = int(MAX_WINDOW_SECONDS * SAMPLE_RATE)

@@ -40,3 +40,13 @@ def test_a_bucketed_engine_still_transcribes_the_clip(tiny_engine, shared_data):
     assert tiny_engine.config.encoder_buckets == []               # a view: the loaded engine is unchanged
     assert word_distance(short.text, full.text) <= 2, (short.text, full.text)
     assert short.words[-1].end <= 11.1
+
+
+def test_windows_whose_language_is_detected_keep_the_full_encoder(tiny_engine, shared_data):
+    # detection on a cut encoder took Spanish for Catalan and Greek: only a fixed language gets a bucket
+    jfk = load_audio(shared_data / "jfk/jfk.wav")[: 16000 * 6]
+    bucketed = tiny_engine.with_encoder_buckets([10, 15, 20])
+    for request in (DecodeRequest(jfk), DecodeRequest(jfk, language="en", detect_language=True)):
+        assert bucketed.decode(request).tokens == tiny_engine.decode(request).tokens
+    fixed = DecodeRequest(jfk, language="en")
+    assert bucketed.decode(fixed).tokens != tiny_engine.decode(fixed).tokens    # the 10 s bucket: not the same sums

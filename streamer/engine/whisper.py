@@ -111,7 +111,9 @@ class WhisperEngine(WordTimingViews):
             return []
         audios = [validate_window(r.audio) for r in requests]
         t0 = time.perf_counter()
-        encoder_out = self.encode(audios)
+        # buckets only for windows in a language the caller fixed: language detection on a cut encoder took
+        # Spanish for Catalan and Greek, um-hm for Arabic (docs/engine.md, encoder buckets)
+        encoder_out = self.encode(audios, cut=all(r.language and not r.detect_language for r in requests))
         t1 = time.perf_counter()
         languages = choose_languages(requests, encoder_out, self.decoder, self.tokens)
         rows = [self._row(r, lang, len(a) / SAMPLE_RATE) for r, lang, a in zip(requests, languages, audios)]
@@ -145,12 +147,12 @@ class WhisperEngine(WordTimingViews):
         return greedy_decode(self.decoder, encoder_out, rows, self.tokens, self.rules, limit), {}
 
     # -- stages ---------------------------------------------------------------------------
-    def encode(self, audios: list[np.ndarray]) -> torch.Tensor:
-        """Log-mel features (padded to Whisper's 30 s, or cut to a bucket) through the encoder."""
+    def encode(self, audios: list[np.ndarray], cut: bool = True) -> torch.Tensor:
+        """Log-mel features (padded to Whisper's 30 s, or, if ``cut``, cut to a bucket) through the encoder."""
         extra = {"device": self.device} if self._features_on_device else {}
         feats = self.features(audios, sampling_rate=SAMPLE_RATE, return_tensors="pt", **extra).input_features
         feats = feats.to(self.torch_device, self.torch_dtype)
-        buckets = self.config.encoder_buckets if self.compiled is None else ()  # compiled shapes assume 30 s
+        buckets = self.config.encoder_buckets if cut and self.compiled is None else ()  # compiled: 30 s shapes
         seconds = bucket_for(max(len(a) for a in audios) / SAMPLE_RATE, buckets)
         return encode_bucketed(self.model.model.encoder, feats, seconds)
 
