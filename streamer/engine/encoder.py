@@ -4,9 +4,10 @@ Whisper was trained on 30 s of log-mel (1500 encoder frames); a streaming window
 and the rest is padding the encoder still attends over. Here the mel is cut to a bucket (the window
 rounded up to, say, 10, 15 or 20 s) and the positional embeddings are sliced to match, so the
 encoder's cost follows the window. The decoder then cross-attends to fewer frames, which the model
-never saw in training: whether the text survives is a measurement (``bench/encoder_buckets.py``;
-README "Encoder buckets"), not an assumption. The compiled CUDA decoder's shapes assume 1500
-frames, so buckets are a CPU-path setting.
+never saw in training: whether the text survives is a measurement (``bench/encoder_buckets.py``,
+``bench/ab_stream.py``; docs/engine.md), not an assumption. Read speech survives, language
+detection does not (the engine cuts only windows in a fixed language). The compiled CUDA decoder's
+shapes assume 1500 frames, so buckets are a CPU-path setting.
 """
 
 from __future__ import annotations
