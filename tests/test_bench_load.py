@@ -25,3 +25,15 @@ async def test_load_level_reports_latency_lag_and_batches():
     assert result.holds_real_time
     table = format_table([result], "scripted")
     assert "model scripted" in table and table.splitlines()[-1].strip().startswith("2")
+
+
+async def test_clients_arriving_one_by_one_past_the_limit_are_counted_as_refused():
+    words = timeline(6)
+    segments = [{"start": 0.0, "end": 3.9, "text": " ".join(w.word for w in words)}]
+    audio = np.zeros(4 * 16000, dtype=np.float32)
+    one_stream = settings(**{"server.max_sessions": 1, "server.admission": "fixed"})
+    result = await run_level(one_stream, ScriptedEngine(timeline_script(words)), audio, segments, 3, speed=10.0,
+                             arrive_every=0.05)
+    assert result.refused == 2 and result.errors == []          # turned away with server_busy: not failures
+    assert result.sentences == 1 and result.completed == 1       # the admitted stream is scored alone
+    assert format_table([result], "scripted").splitlines()[-1].split()[-1] == "2"

@@ -271,6 +271,20 @@ def test_repetition_loop_is_truncated():
     assert proc.committed_text == "Let's go"
 
 
+def test_a_loop_whose_tail_lies_past_the_audio_is_cut_too():
+    # the raw hypothesis goes on past the window's audio (dropped as invented): only then does the
+    # phrase said twice end the words, as base heard "Printing then for our purpose, printing then ..."
+    def script(request: DecodeRequest) -> Hypothesis:
+        length = len(request.audio) / 16000
+        phrase = [" printing", " then", " for", " our", " purpose,"]
+        words = [Word(w, 0.1 + 0.15 * i, 0.2 + 0.15 * i) for i, w in enumerate(phrase * 2)]
+        return hypothesis(*words, Word(" may", length + 0.5, length + 0.7), Word(" be", length + 0.8, length + 0.9))
+
+    proc = StreamProcessor(StreamConfig(min_chunk=10), ScriptedDetector([(1.0, 2.5)]))
+    feed_and_drain(proc, ScriptedEngine(script), noise(4.0))
+    assert proc.committed_text == "printing then for our purpose,"
+
+
 def test_high_compression_ratio_is_rejected():
     engine = ScriptedEngine(lambda r: hypothesis(Word(" la", 0.2, 0.4), compression_ratio=3.1))
     proc = StreamProcessor(StreamConfig(min_chunk=10), ScriptedDetector([(1.0, 2.5)]))

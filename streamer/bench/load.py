@@ -42,7 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="cpu", help="profile in configs/ or a TOML path (default cpu)")
     parser.add_argument("--model", help="engine.model (e.g. tiny.en, base)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument("--arrive-every", type=float, default=0.0, metavar="SECONDS",
+                        help="clients arrive this far apart instead of together (admission control can then measure "
+                             "the load before each one; refused clients are counted, not failed)")
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
+
+
+BUSY_CLOSE = 1013  # server_busy: admission control turned the client away
 
 
 @dataclass
@@ -65,6 +71,7 @@ class LevelResult:
     peak_rss_mb: float
     holds_real_time: bool
     errors: list[str] = field(default_factory=list)
+    refused: int = 0          # clients turned away with server_busy (admission control)
 
 
 @dataclass
@@ -72,6 +79,7 @@ class ClientLog:
     events: list[tuple[float, dict]] = field(default_factory=list)
     finished_at: float | None = None
     error: str | None = None
+    refused: bool = False  # the daemon answered server_busy (admission control): a result, not a failure
 
 
 def load_segments(wav: Path, seconds: float) -> list[dict]:
@@ -98,12 +106,17 @@ async def stream_client(url: str, audio: np.ndarray, speed: float, token: str | 
                 async for message in ws:
                     event = json.loads(message)
                     record.events.append((time.perf_counter() - t0, event))
+                    if event.get("type") == "error" and event.get("code") == "server_busy":
+                        record.refused = True
+                        return
                     if event.get("type") == "end":
                         record.finished_at = time.perf_counter() - t0
                         return
 
             reading = asyncio.ensure_future(reader())
             for k, i in enumerate(range(0, len(pcm), step)):
+                if record.refused:
+                    return record
                 delay = t0 + (k + 1) * FRAME_SECONDS / speed - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
@@ -111,8 +124,17 @@ async def stream_client(url: str, audio: np.ndarray, speed: float, token: str | 
             await ws.send(json.dumps({"type": "stop"}))
             await reading
     except Exception as exc:  # a failed client is a result, not a crash of the benchmark
-        record.error = f"{type(exc).__name__}: {exc}"
+        received = getattr(exc, "rcvd", None)
+        record.refused = record.refused or getattr(received, "code", None) == BUSY_CLOSE
+        if not record.refused:
+            record.error = f"{type(exc).__name__}: {exc}"
     return record
+
+
+async def arriving(delay: float, *args: Any) -> ClientLog:
+    """A client that connects ``delay`` seconds after the first (its times count from its own start)."""
+    await asyncio.sleep(delay)
+    return await stream_client(*args)
 
 
 def sentence_latencies(record: ClientLog, segments: list[dict], speed: float) -> list[float]:
@@ -131,7 +153,7 @@ def sentence_latencies(record: ClientLog, segments: list[dict], speed: float) ->
 
 
 async def run_level(settings: Any, engine: Any, audio: np.ndarray, segments: list[dict], n: int,
-                    speed: float) -> LevelResult:
+                    speed: float, arrive_every: float = 0.0) -> LevelResult:
     from streamer.daemon.server import running_server
 
     async with running_server(settings, engine) as server:
@@ -146,8 +168,8 @@ async def run_level(settings: Any, engine: Any, audio: np.ndarray, segments: lis
         sampler = asyncio.ensure_future(sample_lag())
         usage0, wall0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         t0 = time.perf_counter() + 0.2
-        logs = await asyncio.gather(*(stream_client(f"ws://127.0.0.1:{server.port}", audio, speed,
-                                                    settings.server.token, t0) for _ in range(n)))
+        logs = await asyncio.gather(*(arriving(k * arrive_every, f"ws://127.0.0.1:{server.port}", audio, speed,
+                                               settings.server.token, t0 + k * arrive_every) for k in range(n)))
         wall = time.perf_counter() - wall0
         usage1 = resource.getrusage(resource.RUSAGE_SELF)
         sampler.cancel()
@@ -160,33 +182,35 @@ async def run_level(settings: Any, engine: Any, audio: np.ndarray, segments: lis
 
 def summarise(n: int, audio: np.ndarray, segments: list[dict], speed: float, logs: list[ClientLog],
               worst_lag: float, stats: DecodeStats, stall: float, cpu: float, rss_mb: float) -> LevelResult:
-    latencies = [x for record in logs for x in sentence_latencies(record, segments, speed)]
+    admitted = [r for r in logs if not r.refused]
+    latencies = [x for record in admitted for x in sentence_latencies(record, segments, speed)]
     duration = len(audio) / 16000 / speed
-    finish = [r.finished_at - duration if r.finished_at is not None else float("inf") for r in logs]
+    finish = [r.finished_at - duration if r.finished_at is not None else float("inf") for r in admitted] or [0.0]
     pct = (lambda q: float(np.percentile(latencies, q))) if latencies else (lambda q: None)
     p90 = pct(90)
     holds = all(f < 5.0 for f in finish) and (p90 is None or p90 < 3.0) and not any(r.error for r in logs)
     return LevelResult(
-        clients=n, audio_seconds=round(len(audio) / 16000, 2), sentences=len(segments) * n,
+        clients=n, audio_seconds=round(len(audio) / 16000, 2), sentences=len(segments) * len(admitted),
         completed=len(latencies), latency_p50=pct(50), latency_p90=p90, latency_max=max(latencies, default=None),
         worst_lag=round(worst_lag, 2), finish_delay_max=round(max(finish), 2),
         batch_mean=round(stats.mean_batch, 2), batch_max=stats.largest_batch, batches=stats.batches,
         decode_p50=round(statistics.median(stats.recent_seconds), 3) if stats.recent_seconds else 0.0,
         loop_stall_max=round(stall, 4), cpu_cores=round(cpu, 2), peak_rss_mb=round(rss_mb, 1),
-        holds_real_time=holds, errors=[r.error for r in logs if r.error])
+        holds_real_time=holds, errors=[r.error for r in logs if r.error], refused=len(logs) - len(admitted))
 
 
 def format_table(results: list[LevelResult], model: str) -> str:
     head = (f"streamer bench load | model {model} | {platform.processor() or platform.machine()} "
             f"| {__import__('os').cpu_count()} cores | {time.strftime('%Y-%m-%d')}\n"
-            "  N  lat p50  lat p90  lat max  worst lag  batch mean/max  decode p50  loop stall  CPU cores  RSS MB  real time")
+            "  N  lat p50  lat p90  lat max  worst lag  batch mean/max  decode p50  loop stall  CPU cores  RSS MB  real time"
+            "  refused")
     rows = []
     fmt = lambda v: f"{v:7.2f}" if v is not None else "      -"  # noqa: E731
     for r in results:
         rows.append(f"{r.clients:3d}  {fmt(r.latency_p50)}  {fmt(r.latency_p90)}  {fmt(r.latency_max)}  "
                     f"{r.worst_lag:9.2f}  {r.batch_mean:6.2f}/{r.batch_max:<6d}  {r.decode_p50:10.3f}  "
                     f"{r.loop_stall_max:10.4f}  {r.cpu_cores:9.2f}  {r.peak_rss_mb:6.0f}  "
-                    f"{'yes' if r.holds_real_time else 'NO'}")
+                    f"{'yes' if r.holds_real_time else 'NO ':9s}  {r.refused:7d}")
     return "\n".join([head, *rows])
 
 
@@ -215,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for n in counts:
         log.info("load level N=%d: %d clients x %.0f s", n, n, len(audio) / 16000)
-        results.append(asyncio.run(run_level(settings, engine, audio, segments, n, args.speed)))
+        results.append(asyncio.run(run_level(settings, engine, audio, segments, n, args.speed, args.arrive_every)))
         print(format_table(results[-1:], settings.engine.model).splitlines()[-1], flush=True)
     print(format_table(results, settings.engine.model))
     holding = [r.clients for r in results if r.holds_real_time]

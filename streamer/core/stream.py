@@ -25,7 +25,7 @@ Policy, in order of the audio's path:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -37,7 +37,7 @@ from streamer.core.casing import SentenceCase
 from streamer.core.commits import commit_final, commit_pause, commit_update
 from streamer.core.events import SpeechBoundary, TranscriptEvent
 from streamer.core.floor import CommitFloor
-from streamer.core.guards import assess
+from streamer.core.guards import assess, find_repetition_loop
 from streamer.core.language import LanguagePolicy
 from streamer.core.probe import convincing
 from streamer.core.prompt import PROMPT_TOLERANCE, PromptBuilder
@@ -123,6 +123,8 @@ class StreamProcessor:
         if verdict.rejected:
             log.debug("hypothesis rejected (%s): %r", ",".join(verdict.reasons), hypothesis.text)
         heard = self._stream_words(verdict.words, inflight.timemap)
+        if (loop_at := find_repetition_loop(heard)) is not None:  # a loop whose tail lay past the audio
+            heard, verdict = heard[:loop_at], replace(verdict, suspect=True, reasons=(*verdict.reasons, "repetition"))
         words = self._floor.fresh(heard, inflight.timemap.start)
         utterance = inflight.utterance
         if not heard and not verdict.rejected and inflight.prompt and inflight.kind in ("final", "forced"):
