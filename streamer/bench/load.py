@@ -202,8 +202,8 @@ def summarise(n: int, audio: np.ndarray, segments: list[dict], speed: float, log
 def format_table(results: list[LevelResult], model: str) -> str:
     head = (f"streamer bench load | model {model} | {platform.processor() or platform.machine()} "
             f"| {__import__('os').cpu_count()} cores | {time.strftime('%Y-%m-%d')}\n"
-            "  N  lat p50  lat p90  lat max  worst lag  batch mean/max  decode p50  loop stall  CPU cores  RSS MB  real time"
-            "  refused")
+            "  N  lat p50  lat p90  lat max  worst lag  batch mean/max  decode p50  loop stall  CPU cores  RSS MB"
+            "  real time  refused")
     rows = []
     fmt = lambda v: f"{v:7.2f}" if v is not None else "      -"  # noqa: E731
     for r in results:
