@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from streamer.daemon.scheduler import DecodeStats
+from streamer.protocol import CloseCode
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="clients arrive this far apart instead of together (admission control can then measure "
                              "the load before each one; refused clients are counted, not failed)")
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
-
-
-BUSY_CLOSE = 1013  # server_busy: admission control turned the client away
 
 
 @dataclass
@@ -125,7 +123,7 @@ async def stream_client(url: str, audio: np.ndarray, speed: float, token: str | 
             await reading
     except Exception as exc:  # a failed client is a result, not a crash of the benchmark
         received = getattr(exc, "rcvd", None)
-        record.refused = record.refused or getattr(received, "code", None) == BUSY_CLOSE
+        record.refused = record.refused or getattr(received, "code", None) == CloseCode.TRY_AGAIN  # server_busy
         if not record.refused:
             record.error = f"{type(exc).__name__}: {exc}"
     return record

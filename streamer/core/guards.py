@@ -90,10 +90,10 @@ def find_repetition_loop(words: Sequence[Word]) -> int | None:
     return None
 
 
-def ends_inside(keys: Sequence[str], gram: Sequence[str], at: int) -> bool:
+def ends_inside(keys: list[str], gram: list[str], at: int) -> bool:
     """Whether ``keys`` from ``at`` on is a beginning of ``gram`` (nothing at all counts)."""
     rest = keys[at:]
-    return len(rest) < len(gram) and list(rest) == list(gram[:len(rest)])
+    return len(rest) < len(gram) and rest == gram[:len(rest)]
 
 
 def in_speech(word: Word, regions: Sequence[tuple[float, float]], pad: float) -> bool:
