@@ -157,14 +157,14 @@ def parse_start(fields: Mapping[str, Any], defaults: StartParams | None = None) 
     if not MIN_RATE <= rate <= MAX_RATE:
         raise StartError(f"sample_rate {rate} is out of range: send an integer from {MIN_RATE} to {MAX_RATE}")
     encoding = fields.get("encoding", base.encoding)
-    if encoding not in ENCODINGS:
+    if not isinstance(encoding, str) or encoding not in ENCODINGS:  # a JSON list or object is unhashable
         raise StartError(f"encoding {encoding!r} is not supported: use one of {', '.join(ENCODINGS)}")
     channels = _as_int("channels", fields.get("channels", base.channels))
     if channels not in (1, 2):
         raise StartError(f"channels must be 1 or 2 (interleaved), got {channels}")
     language = _language(fields.get("language", base.language))
     task = fields.get("task", base.task)
-    if task not in TASKS:
+    if not isinstance(task, str) or task not in TASKS:
         raise StartError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     prompt = _prompt(fields.get("prompt", base.prompt))
     vad_events = _as_bool("vad_events", fields.get("vad_events", base.vad_events))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from streamer.config import StreamConfig
@@ -48,6 +48,8 @@ def config() -> StreamConfig:
 
 @FUZZ
 @given(st.dictionaries(st.text(max_size=12), json_values, max_size=6) | start_fields)
+@example({"encoding": []})  # unhashable values once raised TypeError from a dict lookup (CI, 12-06)
+@example({"task": {"x": 1}})
 def test_start_parsing_accepts_or_explains(fields):
     """Any JSON object: start parameters, or a StartError that says what is wrong; nothing else."""
     try:
