@@ -85,6 +85,10 @@ class DecodeRequest:
     # the previous hypothesis' ``tokens`` for this stream: an engine may verify them in one pass
     # instead of decoding token by token. Only a speed hint: the result is the same without it.
     draft: tuple[int, ...] = field(default=(), compare=False)
+    # stop decoding once the text loops and compresses past this ratio: the caller's compression-ratio
+    # guard would reject the hypothesis anyway, and a loop runs to the token limit (seconds on a CPU).
+    # None decodes to <|endoftext|> or the limit, as Whisper does (offline baselines).
+    stop_ratio: float | None = None
 
 
 class EngineError(Exception):

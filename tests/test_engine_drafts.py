@@ -115,3 +115,25 @@ def test_the_stream_hands_its_last_tokens_to_the_next_decode_of_the_utterance(ti
     for before, request in zip(hypotheses, requests[1:]):
         assert request.draft in ((), before.tokens)
     assert np.all([isinstance(t, int) for r in requests for t in r.draft])
+
+
+def test_a_looping_row_stops_at_the_same_token_with_or_without_a_draft(drafted, plain, shared_data):
+    """A window of one phrase said over and over: greedy runs to the token limit unless ``stop_ratio``
+    stops it; the stopped text already compresses past the ratio (so the stream's guard rejects it as it
+    would the full decode), and draft verification stops at the very same token, in a batch too."""
+    jfk = load_audio(shared_data / "jfk/jfk.wav")
+    looped = np.tile(jfk[int(7.6 * 16000):int(9.2 * 16000)], 12)
+    full = plain.decode(DecodeRequest(looped, language="en"))
+    assert len(full.tokens) == plain.config.max_new_tokens  # the loop ran to the limit
+    stopped = plain.decode(DecodeRequest(looped, language="en", stop_ratio=2.4))
+    assert 0 < len(stopped.tokens) < len(full.tokens) // 3
+    assert full.tokens[:len(stopped.tokens)] == stopped.tokens
+    assert stopped.compression_ratio > 2.4
+    for draft in (full.tokens, stopped.tokens, full.tokens[:5]):
+        hyp = drafted.decode(DecodeRequest(looped, language="en", stop_ratio=2.4, draft=draft))
+        assert hyp.tokens == stopped.tokens
+    speech = load_audio(shared_data / "ljspeech/LJ001-0001.wav")
+    reference = plain.decode(DecodeRequest(speech, language="en"))
+    batch = drafted.decode_batch([DecodeRequest(looped, language="en", stop_ratio=2.4, draft=full.tokens),
+                                  DecodeRequest(speech, language="en", stop_ratio=2.4, draft=reference.tokens[:20])])
+    assert [h.tokens for h in batch] == [stopped.tokens, reference.tokens]  # real speech is not stopped

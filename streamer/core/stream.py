@@ -314,7 +314,8 @@ class StreamProcessor:
         drafted, draft = self._draft
         return DecodeRequest(audio=audio, prompt=prompt, language=choice.language, task=self.task,
                              offset=timemap.start, vocabulary=self.vocabulary, detect_language=choice.detect,
-                             draft=draft if drafted is utterance else ())
+                             draft=draft if drafted is utterance else (),
+                             stop_ratio=self.config.compression_ratio_threshold)
 
     # ----------------------------------------------------------------- results
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from streamer.engine.kv_decoder import DecoderState, KVDecoder
+from streamer.engine.loops import looping
 from streamer.engine.tokenizer import WhisperTokens
 
 TIME_PRECISION = 0.02  # seconds per timestamp token
@@ -32,6 +33,7 @@ class RowSpec:
     prefix: list[int]
     sot_index: int  # where <|startoftranscript|> sits in the prefix
     max_timestamp_index: int  # no timestamp past the end of the real audio
+    stop_ratio: float | None = None  # stop the row once it loops past this compression ratio (engine.loops)
 
 
 class TimestampRules:
@@ -149,6 +151,7 @@ def greedy_decode(decoder: KVDecoder, encoder_out: torch.Tensor, rows: list[RowS
                 finished[b] = True
             else:
                 generated[b].append(token)
+                finished[b] = looping(generated[b], rows[b].stop_ratio, tokens.eot, tokens.decode)
         if all(finished) or i == limit - 1:
             break
         next_tokens = torch.tensor([[g[-1] if (g and not f) else tokens.eot] for g, f in zip(generated, finished)],

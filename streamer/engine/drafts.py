@@ -27,6 +27,7 @@ import torch
 
 from streamer.engine.decoding import DecodeResult, RowSpec, TimestampRules, prefill
 from streamer.engine.kv_decoder import KVDecoder
+from streamer.engine.loops import looping
 from streamer.engine.tokenizer import WhisperTokens
 
 MAX_GUESS = 48  # draft tokens verified per pass (bounds the wasted work when a guess is wrong early)
@@ -113,7 +114,8 @@ def drafted_decode(decoder: KVDecoder, encoder_out: torch.Tensor, rows: list[Row
                 finished[b] = True
             else:
                 generated[b].append(token)
-                finished[b] = len(generated[b]) >= limit
+                finished[b] = len(generated[b]) >= limit or looping(generated[b], rows[b].stop_ratio, tokens.eot,
+                                                                     tokens.decode)
         if all(finished):
             break
         # 2. each row's block: its choice, then the draft's guess of what follows
@@ -176,7 +178,7 @@ def _verify(block_logits: torch.Tensor, guesses: list[list[int]], generated: lis
         sum_logprob[b] += float(logprobs[k, token])
         generated[b].append(token)
         accepted[b] += 1
-        if len(generated[b]) >= limit:
+        if len(generated[b]) >= limit or looping(generated[b], rows[b].stop_ratio, tokens.eot, tokens.decode):
             finished[b] = True
             stopped[b] = True
     return accepted

@@ -29,7 +29,7 @@ from streamer.engine.decoding import MAX_INITIAL_TIMESTAMP, TIME_PRECISION
 from streamer.engine.language import ENGLISH_ONLY, TOP_CANDIDATES, LanguageChoice
 from streamer.engine.tokenizer import WhisperTokens
 from streamer.engine.views import WordTimingViews
-from streamer.engine.whisper import compression_ratio
+from streamer.engine.loops import compression_ratio
 from streamer.hypothesis import (MAX_PROMPT_TOKENS, MAX_WINDOW_SECONDS, SAMPLE_RATE, DecodeRequest, EngineError,
                                  Hypothesis, Word, validate_window)
 

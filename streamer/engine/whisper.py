@@ -11,7 +11,6 @@ import inspect
 import json
 import logging
 import time
-import zlib
 from pathlib import Path
 from typing import Sequence
 
@@ -27,18 +26,13 @@ from streamer.engine.encoder import bucket_for, encode as encode_bucketed
 from streamer.engine.gpu import DRAFT_WIDTHS, CompileOptions, build_compiled
 from streamer.engine.kv_decoder import KVDecoder
 from streamer.engine.language import LanguageChoice, choose_languages
+from streamer.engine.loops import compression_ratio
 from streamer.engine.tokenizer import WhisperTokens
 from streamer.engine.views import WordTimingViews
 from streamer.hypothesis import (MAX_PROMPT_TOKENS, MAX_WINDOW_SECONDS, SAMPLE_RATE, DecodeRequest, EngineError,
                                  Hypothesis, validate_window)
 
 log = logging.getLogger(__name__)
-
-
-def compression_ratio(text: str) -> float:
-    """How repetitive a text is; Whisper's hallucination loops compress very well (> 2.4)."""
-    raw = text.encode("utf-8")
-    return len(raw) / len(zlib.compress(raw)) if raw else 1.0
 
 
 def _pick_device(name: str) -> torch.device:
@@ -160,7 +154,7 @@ class WhisperEngine(WordTimingViews):
         prefix = self.tokens.prompt_prefix(request.prompt, request.vocabulary)
         sot_index = len(prefix)
         prefix += self.tokens.sot_sequence(language.code, request.task)
-        return RowSpec(prefix, sot_index, int(np.ceil(duration / TIME_PRECISION)))
+        return RowSpec(prefix, sot_index, int(np.ceil(duration / TIME_PRECISION)), request.stop_ratio)
 
     def _hypotheses(self, requests, audios, encoder_out, rows, results, languages) -> list[Hypothesis]:
         text_tokens = [[t for t in r.tokens if t < self.tokens.eot] for r in results]
