@@ -217,7 +217,10 @@ class Scheduler:
         self.metrics.decode_seconds.observe(elapsed)
         self.metrics.batch_size.observe(len(requests))
         self.metrics.decode_audio_seconds.inc(sum(len(r.audio) for r in requests) / SAMPLE_RATE)
-        log.debug("decoded batch of %d in %.3f s", len(requests), elapsed)
+        if log.isEnabledFor(logging.DEBUG):
+            stages = getattr(self.engine, "last_timing", None) or {}
+            log.debug("decoded batch of %d in %.3f s (%s)", len(requests), elapsed,
+                      ", ".join(f"{k} {v:.3f}" if k != "tokens" else f"{k} {v:.0f}" for k, v in stages.items()))
 
     def _update_gauges(self) -> None:
         lags = []

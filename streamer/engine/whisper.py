@@ -105,9 +105,11 @@ class WhisperEngine(WordTimingViews):
             return []
         audios = [validate_window(r.audio) for r in requests]
         t0 = time.perf_counter()
-        # buckets only for windows in a language the caller fixed: language detection on a cut encoder took
-        # Spanish for Catalan and Greek, um-hm for Arabic (docs/engine.md, encoder buckets)
-        encoder_out = self.encode(audios, cut=all(r.language and not r.detect_language for r in requests))
+        # buckets only for windows in a language the caller fixed (or an English-only model: nothing to detect):
+        # language detection on a cut encoder took Spanish for Catalan and Greek, um-hm for Arabic
+        # (docs/engine.md, encoder buckets)
+        fixed = not self.tokens.multilingual or all(r.language and not r.detect_language for r in requests)
+        encoder_out = self.encode(audios, cut=fixed)
         t1 = time.perf_counter()
         languages = choose_languages(requests, encoder_out, self.decoder, self.tokens)
         rows = [self._row(r, lang, len(a) / SAMPLE_RATE) for r, lang, a in zip(requests, languages, audios)]
