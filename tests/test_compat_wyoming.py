@@ -119,22 +119,29 @@ async def test_any_rate_width_and_channels_are_converted(tiny_engine, jfk, refer
     assert word_distance(final.text, reference) <= 4, final.text
 
 
+async def refused_utterance(port: int, *events) -> tuple[Error, bool]:
+    """Send ``events`` as Home Assistant would; the server's error, and whether it then closed the connection
+    (Home Assistant 2024.3 ignores errors and waits for a transcript: only a close ends its wait)."""
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        for event in events:
+            await client.write_event(event.event())
+        error = Error.from_event(await asyncio.wait_for(client.read_event(), scaled(10)))
+        closed = await asyncio.wait_for(client.read_event(), scaled(10)) is None
+    return error, closed
+
+
 async def test_bad_input_gets_wyoming_errors_and_other_clients_carry_on(tiny_engine, jfk):
     async with running_server(wyoming_settings(), tiny_engine) as server:
         surface = await start_wyoming(server)
         healthy = asyncio.ensure_future(transcribe(surface.port, s16(jfk), 16000, 2, 1, pace=0.02))
+        rate_error = await refused_utterance(surface.port, AudioStart(rate=96000, width=2, channels=1))
+        width_error = await refused_utterance(surface.port, AudioStart(rate=16000, width=7, channels=1))
+        language_error = await refused_utterance(surface.port, Transcribe(language="xx"),
+                                                 AudioStart(rate=16000, width=2, channels=1))
         async with AsyncTcpClient("127.0.0.1", surface.port) as client:
-            await client.write_event(AudioStart(rate=96000, width=2, channels=1).event())
-            rate_error = Error.from_event(await asyncio.wait_for(client.read_event(), scaled(10)))
-            await client.write_event(AudioStop().event())
-            await client.write_event(AudioStart(rate=16000, width=7, channels=1).event())
-            width_error = Error.from_event(await asyncio.wait_for(client.read_event(), scaled(10)))
-            await client.write_event(AudioStop().event())
-            await client.write_event(Transcribe(language="xx").event())
-            await client.write_event(AudioStart(rate=16000, width=2, channels=1).event())
-            language_error = Error.from_event(await asyncio.wait_for(client.read_event(), scaled(10)))
-            await client.write_event(AudioStop().event())
-            await client.write_event(Describe().event())  # the connection still works
+            await client.write_event(Transcribe(language="en").event())
+            await client.write_event(AudioStop().event())  # an utterance without audio is no error
+            await client.write_event(Describe().event())
             assert Info.is_type((await asyncio.wait_for(client.read_event(), scaled(10))).type)
         reader, writer = await asyncio.open_connection("127.0.0.1", surface.port)
         writer.write(b'{"type": "audio-chunk", "payload_length": 99999999999}\n')
@@ -142,11 +149,28 @@ async def test_bad_input_gets_wyoming_errors_and_other_clients_carry_on(tiny_eng
         garbage = await asyncio.wait_for(reader.read(), scaled(10))  # an error event, then the server closes
         writer.close()
         events, _ = await asyncio.wait_for(healthy, scaled(120))
-    assert rate_error.code == "invalid_start" and "sample_rate" in rate_error.text
-    assert width_error.code == "invalid_start" and "width" in width_error.text
-    assert language_error.code == "invalid_start" and "xx" in language_error.text
+    assert rate_error[0].code == "invalid_start" and "sample_rate" in rate_error[0].text and rate_error[1]
+    assert width_error[0].code == "invalid_start" and "width" in width_error[0].text and width_error[1]
+    assert language_error[0].code == "invalid_start" and "xx" in language_error[0].text and language_error[1]
     assert b'"error"' in garbage and b"payload_length" in garbage
     assert {"ask", "country"} <= set(words(Transcript.from_event(events[-1]).text))
+
+
+async def test_while_the_model_loads_describe_waits_and_audio_is_refused_at_once(tiny_engine):
+    """Home Assistant's set-up keeps the languages of the first ``info``: none is sent before they are known."""
+    async with running_server(wyoming_settings(), None) as loading:
+        surface = await start_wyoming(loading)
+        error, closed = await refused_utterance(surface.port, Transcribe(language="en"),
+                                                AudioStart(rate=16000, width=2, channels=1))
+        async with AsyncTcpClient("127.0.0.1", surface.port) as client:
+            await client.write_event(Describe().event())
+            early = asyncio.ensure_future(client.read_event())
+            await asyncio.sleep(0.5)
+            assert not early.done()
+            loading.host.attach_engine(tiny_engine)
+            info = Info.from_event(await asyncio.wait_for(early, scaled(10)))
+    assert error.code == "not_ready" and closed
+    assert "en" in info.asr[0].models[0].languages
 
 
 async def test_serve_with_wyoming_sigint_finishes_the_utterance(tiny_engine, jfk):

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 LINE_LIMIT = 64 * 1024  # an event's JSON header line; its data and payload are bounded separately
 STOP_TIMEOUT = 30.0     # on shutdown, seconds open utterances get to finish
+READY_POLL = 0.1        # s: how often a describe that arrived while the model loads checks again
 PROGRAM = Attribution(name="streamer", url="")
 MODEL = Attribution(name="OpenAI", url="https://github.com/openai/whisper")
 
@@ -252,7 +253,7 @@ class WyomingConnection:
 
     async def _handle(self, event: Event) -> None:
         if Describe.is_type(event.type):
-            await self._write(self.surface.info().event())
+            await self._describe()
         elif Ping.is_type(event.type):
             await self._write(Pong(text=Ping.from_event(event).text).event())
         elif Transcribe.is_type(event.type):
@@ -270,20 +271,28 @@ class WyomingConnection:
         else:
             log.debug("Wyoming client %s: ignoring %s", self.peer, event.type)
 
+    async def _describe(self) -> None:
+        """``info``, once the model is loaded: Home Assistant keeps the languages it is told when it is set
+        up, and while the model loads they are not known (it retries a describe that times out)."""
+        while not self.host.ready and not self.surface.stopping.is_set():
+            await asyncio.sleep(READY_POLL)
+        await self._write(self.surface.info().event())
+
     # ------------------------------------------------------------- an utterance
     async def _begin(self, rate: int, width: int, channels: int) -> None:
+        """Open a session for an utterance. A refused one ends the connection after its ``error``: Home
+        Assistant (2024.3) ignores error events and waits for a ``transcript``, so only a closed connection
+        tells it at once that none will come."""
         if self.session is not None or self.rejected:
             await self._send_error("already_started", "audio-start while audio is streaming: send audio-stop first")
             return
         self.rejected = True  # until the session is open
         refused = self.surface.server.refusal()
         if refused is not None:
-            await self._send_error(refused.code, refused.message)
-            return
+            raise WyomingProblem(refused.code, refused.message)
         if width not in (1, 2, 3, 4) or not 1 <= channels <= 8:
-            await self._send_error("invalid_start", f"audio of width {width} bytes and {channels} channels is not "
-                                   "supported: send 1-4 byte samples, 1-8 channels (16-bit mono is best)")
-            return
+            raise WyomingProblem("invalid_start", f"audio of width {width} bytes and {channels} channels is not "
+                                 "supported: send 1-4 byte samples, 1-8 channels (16-bit mono is best)")
         request = self.request
         terms = [*(request.transcript_names or []), *(request.transcript_terms or [])]
         prompt = ", ".join(str(t) for t in terms if t)[:protocol.MAX_PROMPT_CHARS]
@@ -296,8 +305,7 @@ class WyomingConnection:
             params = protocol.parse_start(fields, self.host.default_params())
             self.host.check_start(params)
         except StartError as exc:
-            await self._send_error("invalid_start", str(exc))
-            return
+            raise WyomingProblem("invalid_start", str(exc)) from exc
         self.session, sink = await open_session(self.host, params, prefix="wyoming-")
         self.format, self.rejected = (rate, width, channels), False
         self.convert = None if native else PcmToFloat(width, channels)
