@@ -8,11 +8,15 @@ message), committed words never change, and every accepted sample is on the time
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from streamer import protocol
+from streamer.compat.deepgram_params import BadRequest, parse_query
+from streamer.compat.openai_realtime import Config, RealtimeError, _configured
 from streamer.config import StreamConfig
 from streamer.core import StreamProcessor, run_until_idle
 from streamer.daemon.resume import ResumeTokens, TokenResumer
@@ -24,7 +28,11 @@ from streamer.protocol import Close, SessionState, StartError, parse_start
 WORDS = [Word(f" w{i}", 0.3 + 0.8 * i, 0.8 + 0.8 * i) for i in range(12)]
 ENGINE = ScriptedEngine(timeline_script(WORDS, unstable_tail=True))  # the last word heard is garbled at first
 STEADY = ScriptedEngine(timeline_script(WORDS))
-FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# The same examples on every run (a red CI must mean a change broke something); a longer random search:
+# STREAMER_FUZZ_EXAMPLES=5000 pytest tests/test_fuzz.py
+SEARCH = int(os.environ.get("STREAMER_FUZZ_EXAMPLES", "0"))
+FUZZ = settings(max_examples=SEARCH or 100, derandomize=not SEARCH, deadline=None,
+                suppress_health_check=[HealthCheck.too_slow])
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True) | st.text(max_size=12),
@@ -58,6 +66,53 @@ def test_start_parsing_accepts_or_explains(fields):
         assert str(exc)
     else:
         assert params.sample_rate > 0 and params.channels in (1, 2) and params.frame_bytes > 0
+
+
+realtime_sessions = st.fixed_dictionaries({}, optional={
+    "input_audio_format": st.sampled_from(["pcm16", "g711_ulaw", {"type": "audio/pcm", "rate": 16000}]) | json_values,
+    "input_audio_transcription": st.fixed_dictionaries({}, optional={
+        "language": json_values, "prompt": json_values, "model": json_values}) | json_values,
+    "turn_detection": st.fixed_dictionaries({"type": st.sampled_from(["server_vad", "none"]) | json_values},
+                                            optional={"silence_duration_ms": json_values}) | json_values,
+    "audio": st.fixed_dictionaries({"input": json_values}) | json_values,
+})
+
+
+@FUZZ
+@given(realtime_sessions | st.dictionaries(st.text(max_size=12), json_values, max_size=4))
+def test_realtime_session_updates_configure_or_explain(session):
+    """OpenAI Realtime ``session.update``: a configuration that starts a stream, or a RealtimeError; nothing else."""
+    try:
+        config = _configured(Config(), session)
+    except RealtimeError as exc:
+        assert str(exc) and exc.param
+        return
+    try:
+        parse_start({"sample_rate": config.rate, "encoding": "pcm_s16le", "language": config.language,
+                     "prompt": config.prompt})
+    except StartError as exc:  # the connection answers it as a RealtimeError too
+        assert str(exc)
+
+
+deepgram_queries = st.fixed_dictionaries({}, optional={
+    name: st.sampled_from(values) | st.text(max_size=8) for name, values in {
+        "encoding": ["linear16", "opus", ""], "sample_rate": ["16000", "8000", "0", "1e5", "-1", "16000.5"],
+        "channels": ["1", "2", "3"], "language": ["en", "en-US", "multi", "xx", ""],
+        "endpointing": ["true", "false", "300", "-5", "nan"], "utterance_end_ms": ["1000", "0", "x"],
+        "interim_results": ["true", "false", "yes"], "multichannel": ["false", "true"],
+        "keywords": ["Streamer:2", ""], "vad_events": ["true", "1"]}.items()})
+
+
+@FUZZ
+@given(deepgram_queries | st.dictionaries(st.text(max_size=12), st.text(max_size=12), max_size=6))
+def test_deepgram_queries_parse_or_explain(query):
+    """Deepgram's ``/v1/listen`` query: parameters within their limits, or a BadRequest that says why."""
+    try:
+        params = parse_query(query)
+    except BadRequest as exc:
+        assert str(exc)
+    else:
+        assert protocol.MIN_RATE <= params.sample_rate <= protocol.MAX_RATE and params.channels in (1, 2)
 
 
 operations = st.lists(st.one_of(
