@@ -164,7 +164,7 @@ def parse_start(fields: Mapping[str, Any], defaults: StartParams | None = None) 
         raise StartError(f"channels must be 1 or 2 (interleaved), got {channels}")
     language = _language(fields.get("language", base.language))
     task = fields.get("task", base.task)
-    if not isinstance(task, str) or task not in TASKS:
+    if task not in TASKS:  # a tuple: any JSON value compares
         raise StartError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     prompt = _prompt(fields.get("prompt", base.prompt))
     vad_events = _as_bool("vad_events", fields.get("vad_events", base.vad_events))
