@@ -89,3 +89,18 @@ async def test_unknown_session_is_still_refused_with_a_bus(tiny_engine, redis_se
     async with running_server(bus_settings(redis_server.url), tiny_engine) as b:
         result = await run_stream(b.url, b"", None, path="/v1/captions?session=nosuchsession", stop=False)
     assert result.errors == ["unknown_session"] and result.close_code == 1008
+
+
+async def test_bus_closes_promptly_however_soon_after_start(redis_server):
+    """redis-py can swallow the cancel of a pub/sub read; shutdown must still end, with no task left reconnecting."""
+    from streamer.daemon.bus import CLOSE_WAIT, RedisBus
+
+    delays = np.random.default_rng(0).uniform(0, 0.02, 100)  # close at every stage of connecting and subscribing
+    for attempt, delay in enumerate(delays):
+        bus = RedisBus(redis_server.url, lambda key, message: None)
+        await bus.start()
+        await asyncio.sleep(delay)
+        bus.announce(f"s{attempt}")
+        await asyncio.wait_for(bus.close(), CLOSE_WAIT * 2 + 1)
+        await asyncio.sleep(0)
+        assert all(task.done() for task in bus._tasks), attempt
