@@ -107,7 +107,8 @@ class ServerConfig(_Section):
     max_sessions: int = Field(16, ge=1, description="hard cap on live sessions, whatever the capacity")
     admission: Literal["capacity", "fixed"] = Field(
         "capacity", description="capacity: admit while the measured engine load allows one more real-time stream")
-    target_utilisation: float = Field(0.85, gt=0, le=2, description="engine busy fraction admission keeps under")
+    target_utilisation: float = Field(0.85, gt=0, le=2, description="admit while one more stream keeps a pass over "
+                                      "every live stream within this fraction of stream.min_chunk of engine time")
     latency_budget: float = Field(2.5, gt=0, description="s: no admission while a live stream lags more than this")
     max_frame_bytes: int = Field(1 << 20, ge=1024)
     idle_timeout: float = Field(60.0, gt=0, description="seconds without audio before a session is closed")

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from streamer.daemon.capacity import Capacity
+from streamer.daemon.capacity import ASSUMED_FIXED, Capacity, fit_round_cost
 from streamer.daemon.server import running_server
 from streamer.engine.scripted import ScriptedEngine, timeline_script
 from support import pcm16, scaled, timeline, wait_until
@@ -23,6 +23,15 @@ def busy(capacity: Capacity, fraction: float, seconds: float = 30.0, start: floa
     return start + seconds
 
 
+def rounds(capacity: Capacity, costs: dict[int, float], seconds: float = 30.0, start: float = 100.0) -> float:
+    """Feed one round a second for ``seconds``, cycling through the round sizes in ``costs``; the end time."""
+    sizes = list(costs)
+    for i in range(int(seconds)):
+        rows = sizes[i % len(sizes)]
+        capacity.decoded(start + i + 1, costs[rows], rows)
+    return start + seconds
+
+
 def test_a_new_daemon_admits_and_utilisation_is_measured():
     capacity = Capacity(target=0.85)
     assert capacity.verdict(0.0, 0, 0.0).admit
@@ -30,16 +39,34 @@ def test_a_new_daemon_admits_and_utilisation_is_measured():
     assert capacity.utilisation(now) == pytest.approx(0.4, abs=0.02)
 
 
-def test_one_more_stream_is_admitted_only_while_the_prediction_stays_under_target():
-    capacity = Capacity(target=0.85)
-    now = busy(capacity, 0.5)
-    two = capacity.verdict(now, 2, 0.5)  # 0.25 per stream: room for one more
-    assert two.admit and two.headroom == pytest.approx(1.4, abs=0.1)
-    now = busy(Capacity(target=0.85), 0.8)
-    full = Capacity(target=0.85)
-    now = busy(full, 0.8)
-    refused = full.verdict(now, 2, 0.5)
-    assert not refused.admit and refused.retry_after > 0 and "busy" in refused.reason
+def test_the_round_cost_line_is_fitted_through_each_sizes_median():
+    cost = fit_round_cost([(1, 0.44), (1, 0.46), (1, 3.0), (3, 0.75), (3, 0.74), (3, 0.76)])  # 3.0: an outlier
+    assert cost.fixed == pytest.approx(0.315) and cost.per_row == pytest.approx(0.145)  # medians 0.46, 0.75
+    assert cost.rounds(3, max_batch=4) == pytest.approx(0.75, abs=0.01)
+    assert cost.rounds(6, max_batch=4) == pytest.approx(cost.rounds(4, 4) + cost.rounds(2, 4))
+
+
+def test_one_round_size_or_a_falling_line_takes_a_fixed_share_that_errs_toward_refusing():
+    one = fit_round_cost([(1, 0.5)] * 4)
+    assert one.fixed == pytest.approx(ASSUMED_FIXED * 0.5) and one.rounds(1, 4) == pytest.approx(0.5)
+    assert one.rounds(2, 4) > 0.5 * 1.5  # more than a measured line here would say (fixed share 0.37-0.65)
+    noisy = fit_round_cost([(1, 0.6), (2, 0.5)])
+    assert noisy.per_row > 0 and noisy.fixed >= 0
+
+
+def test_a_second_stream_is_admitted_when_batching_makes_it_cheap_and_refused_when_it_does_not():
+    cheap = Capacity(target=0.85, min_chunk=1.0, max_batch=4)      # base with encoder buckets: 0.44 s a window
+    assert cheap.verdict(rounds(cheap, {1: 0.44}), 1, 0.5).admit
+    dear = Capacity(target=0.85, min_chunk=1.0, max_batch=4)       # base with the full encoder: 0.80 s
+    refused = dear.verdict(rounds(dear, {1: 0.80}), 1, 0.5)
+    assert not refused.admit and refused.retry_after > 0 and "would take" in refused.reason
+
+
+def test_measured_rounds_of_several_sizes_admit_up_to_the_limit_and_no_further():
+    capacity = Capacity(target=0.85, min_chunk=1.0, max_batch=4)
+    now = rounds(capacity, {1: 0.44, 2: 0.59, 3: 0.75})            # 0.285 + 0.155 per window
+    assert capacity.verdict(now, 2, 0.5).admit and capacity.verdict(now, 2, 0.5).headroom == 1
+    assert not capacity.verdict(now, 3, 0.5).admit                 # 4 windows: 0.905 s > 0.85
 
 
 def test_a_stream_past_its_latency_budget_stops_admissions():
@@ -49,10 +76,17 @@ def test_a_stream_past_its_latency_budget_stops_admissions():
     assert not verdict.admit and "behind" in verdict.reason
 
 
+def test_files_cost_rounds_but_not_live_utilisation():
+    capacity = Capacity()
+    for i in range(10):
+        capacity.decoded(101.0 + i, 0.9, rows=2, live_share=0.0)
+    assert capacity.utilisation(110.0) == 0.0 and capacity.round_cost(110.0) is not None
+
+
 def test_history_older_than_the_window_is_forgotten():
     capacity = Capacity()
     now = busy(capacity, 0.9)
-    assert capacity.utilisation(now + 60) == 0.0
+    assert capacity.utilisation(now + 60) == 0.0 and capacity.round_cost(now + 60) is None
 
 
 class CostlyEngine:

@@ -120,7 +120,8 @@ class SessionHost:
         """Model loaded and warm: start scheduling (``/healthz`` turns 200)."""
         self.engine = engine
         cfg = self.settings.server
-        capacity = Capacity(cfg.target_utilisation, cfg.latency_budget)
+        capacity = Capacity(cfg.target_utilisation, cfg.latency_budget, min_chunk=self.settings.stream.min_chunk,
+                            max_batch=cfg.max_batch)
         self.scheduler = Scheduler(engine, max_batch=cfg.max_batch, metrics=self.metrics, capacity=capacity,
                                    min_chunk=self.settings.stream.min_chunk)
         self.scheduler.start()

@@ -212,8 +212,7 @@ class Scheduler:
         counts toward capacity (a file takes what is left, so it must not close admission for them)."""
         self.stats.record(len(requests), elapsed)
         share = 1.0 if realtime is None else realtime / len(requests)
-        if share:
-            self.capacity.decoded(time.perf_counter(), elapsed * share)
+        self.capacity.decoded(time.perf_counter(), elapsed, len(requests), share)
         self.metrics.decode_seconds.observe(elapsed)
         self.metrics.batch_size.observe(len(requests))
         self.metrics.decode_audio_seconds.inc(sum(len(r.audio) for r in requests) / SAMPLE_RATE)
