@@ -558,6 +558,29 @@ def test_a_final_decode_that_hears_nothing_with_a_prompt_is_retried_without_it()
     assert finals[0].prompt and finals[1].prompt == "" and finals[0].offset == finals[1].offset
 
 
+def test_a_final_decode_that_loops_on_its_prompt_is_retried_without_it():
+    """tiny.en prompted ". Ask, not" heard "what your country can do for you" as ". . . . . . ." (rejected
+    by the compression ratio): the utterance's only decode, so without a retry the words were lost."""
+    hear = timeline_script(timeline(4, start=0.6) + timeline(4, start=4.6, prefix="v"))
+
+    def script(request: DecodeRequest) -> Hypothesis:
+        if request.offset >= 3.0 and request.prompt:
+            dots = tuple(Word(" .", 0.1 * i, 0.1 * i + 0.05) for i in range(15))
+            return Hypothesis(dots, "en", -0.3, 0.02, compression_ratio=4.0)
+        return hear(request)
+
+    engine = ScriptedEngine(script)
+    proc = StreamProcessor(StreamConfig(min_chunk=10.0, end_silence=0.5, pause_commit=0),  # final decodes only
+                           ScriptedDetector([(0.5, 2.5), (4.5, 6.5)]))
+    feed_and_drain(proc, engine, noise(8.0))
+    proc.finish()
+    run_until_idle(proc, engine)
+    text = [w.word.strip(" .") for w in proc.committed_words if w.word.strip(" .")]
+    assert text == ["w0", "w1", "w2", "w3", "v0", "v1", "v2", "v3"], text
+    retried = [c for c in engine.calls if c.offset >= 3.0]
+    assert [bool(c.prompt) for c in retried] == [True, False]
+
+
 def test_speech_boundaries_and_the_final_update_of_each_utterance():
     """What adapters (Deepgram SpeechStarted/UtteranceEnd, OpenAI speech_started/completed) build on."""
     words = timeline(4) + timeline(4, start=5.0, prefix="v")

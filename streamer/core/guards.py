@@ -104,3 +104,11 @@ def in_speech(word: Word, regions: Sequence[tuple[float, float]], pad: float) ->
 def drop_nonspeech(words: Sequence[Word], regions: Sequence[tuple[float, float]], pad: float) -> list[Word]:
     """Words whose audio lies entirely in VAD non-speech are hallucinations: drop them."""
     return [w for w in words if in_speech(w, regions, pad)]
+
+
+def prompt_may_have_failed(heard: Sequence[Word], verdict: Verdict) -> bool:
+    """A prompted decode that heard nothing, or was rejected as a loop (not as no-speech): the
+    prompt may be the cause, so a window about to leave the buffer is worth one unprompted try."""
+    if verdict.rejected:
+        return "compression_ratio" in verdict.reasons and "no_speech" not in verdict.reasons
+    return not heard

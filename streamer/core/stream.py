@@ -37,7 +37,7 @@ from streamer.core.casing import SentenceCase
 from streamer.core.commits import commit_final, commit_pause, commit_update
 from streamer.core.events import SpeechBoundary, TranscriptEvent
 from streamer.core.floor import CommitFloor
-from streamer.core.guards import assess, find_repetition_loop
+from streamer.core.guards import assess, find_repetition_loop, prompt_may_have_failed
 from streamer.core.language import LanguagePolicy
 from streamer.core.probe import convincing
 from streamer.core.prompt import PROMPT_TOLERANCE, PromptBuilder
@@ -127,12 +127,14 @@ class StreamProcessor:
             heard, verdict = heard[:loop_at], replace(verdict, suspect=True, reasons=(*verdict.reasons, "repetition"))
         words = self._floor.fresh(heard, inflight.timemap.start)
         utterance = inflight.utterance
-        if not heard and not verdict.rejected and inflight.prompt and inflight.kind in ("final", "forced"):
-            # Whisper sometimes ends at once when prompted (tiny.en on LJ001-0001 from 1.23 s to
-            # 9.65 s, prompt "printing in the": no words, no-speech 0.02; from 1.27 s, or without
-            # the prompt, all 24 words). This window's audio leaves the buffer after this
-            # decode, so it is tried once more unprompted.
-            log.debug("%s decode heard nothing with a prompt: retrying without it", inflight.kind)
+        if inflight.prompt and inflight.kind in ("final", "forced") and prompt_may_have_failed(heard, verdict):
+            # This window's audio leaves the buffer after this decode, so it is tried once more
+            # unprompted when the prompt may be what failed it: Whisper sometimes ends at once when
+            # prompted (tiny.en on LJ001-0001 from 1.23 s to 9.65 s, prompt "printing in the": no
+            # words, no-speech 0.02; from 1.27 s, or without the prompt, all 24 words), or loops on
+            # the prompt's punctuation (tiny.en, prompt ". Ask, not": ". . . . . ." for "what your
+            # country can do for you", a whole utterance lost after a resumed stream).
+            log.debug("%s decode with a prompt heard nothing or looped: retrying without it", inflight.kind)
             self._prompt.reset(len(self._committed))
             return None
         if not verdict.rejected and self._wrong_language(inflight, hypothesis):
