@@ -144,8 +144,9 @@ class StreamProcessor:
         new = self._apply(inflight, words, verdict.rejected)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s [%.2f-%.2f] prompt %r heard %r -> committed %r, tentative %r", inflight.kind,
-                      inflight.timemap.start, inflight.timemap.end, inflight.prompt[-40:], "".join(w.word for w in words),
-                      "".join(w.word for w in new), "".join(w.word for w in self._agreement.tentative))
+                      inflight.timemap.start, inflight.timemap.end, inflight.prompt[-40:],
+                      "".join(w.word for w in words), "".join(w.word for w in new),
+                      "".join(w.word for w in self._agreement.tentative))
         new = self._held.settle(heard, new)
         if self.done:
             new += self._held.release()
