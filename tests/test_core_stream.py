@@ -581,6 +581,23 @@ def test_a_final_decode_that_loops_on_its_prompt_is_retried_without_it():
     assert [bool(c.prompt) for c in retried] == [True, False]
 
 
+def test_marks_alone_before_a_windows_first_word_are_not_committed():
+    """Prompted with committed text that ends in a mark, Whisper may start the next window with a lone
+    "." (a resumed page read "Ask, not! . What your country"): nothing closes before the first word."""
+    hear = timeline_script(timeline(6, start=0.6))
+
+    def script(request: DecodeRequest) -> Hypothesis:
+        heard = hear(request)
+        return replace(heard, words=(Word(" .", 0.0, 0.1), Word(" ,", 0.1, 0.2)) + heard.words)
+
+    engine = ScriptedEngine(script)
+    proc = StreamProcessor(StreamConfig(use_vad=False, min_chunk=1.0))
+    proc.feed(np.zeros(4 * SR, dtype=np.float32))
+    proc.finish()
+    run_until_idle(proc, engine)
+    assert proc.committed_text.startswith("w0"), proc.committed_text
+
+
 def test_speech_boundaries_and_the_final_update_of_each_utterance():
     """What adapters (Deepgram SpeechStarted/UtteranceEnd, OpenAI speech_started/completed) build on."""
     words = timeline(4) + timeline(4, start=5.0, prefix="v")

@@ -9,6 +9,7 @@ decides when, these functions decide where.
 
 from __future__ import annotations
 
+from itertools import dropwhile
 from typing import Sequence
 
 from streamer.core.buffer import TimeMap
@@ -21,14 +22,16 @@ MAX_WORD_SECONDS = 0.5  # plus 0.15 s per character: Whisper stretches a window'
 KEEP_AFTER_TRIM = 0.5   # a trim keeps about this fraction of trim_to (committed audio as context)
 SENTENCE_LOOKBACK = 3.0  # s: a sentence end this far before the ideal cut is preferred to it
 SENTENCE_END = (".", "?", "!", "。", "？", "！")
+LEADING_JUNK = frozenset(".,;:!?…。、，！？：；")  # marks that close something: a window cannot start with them
 
 
 def stream_words(words: Sequence[Word], timemap: TimeMap,
                  speech: list[tuple[float, float]] | None) -> list[Word]:
-    """Window times -> stream times; drop words past the audio or outside VAD speech (``speech``)."""
+    """Window times -> stream times; drop words past the audio or outside VAD speech (``speech``), and
+    marks alone before the first word (Whisper echoing a prompt's punctuation: "not! . What your")."""
     length = sum(n for _, n in timemap.runs) / SAMPLE_RATE
     out = []
-    for w in words:
+    for w in dropwhile(lambda w: w.word.strip() and set(w.word.strip()) <= LEADING_JUNK, words):
         if "\ufffd" in w.word:  # never commit a broken character, whatever the engine sends
             w = Word(w.word.replace("\ufffd", ""), w.start, w.end, w.probability)
         if w.start > length + BEYOND_END or not w.word.strip():
