@@ -50,6 +50,15 @@ start_fields = st.fixed_dictionaries({}, optional={
 })
 
 
+def parsed_or_explained(parse, value, error: type[Exception]):
+    """``parse(value)``; None if it raised ``error`` with a message (any other exception fails the test)."""
+    try:
+        return parse(value)
+    except error as exc:
+        assert str(exc)
+        return None
+
+
 def config() -> StreamConfig:
     return StreamConfig(use_vad=False, min_chunk=1.0, max_buffer=20.0, trim_to=10.0)
 
@@ -60,11 +69,8 @@ def config() -> StreamConfig:
 @example({"task": {"x": 1}})
 def test_start_parsing_accepts_or_explains(fields):
     """Any JSON object: start parameters, or a StartError that says what is wrong; nothing else."""
-    try:
-        params = parse_start(fields)
-    except StartError as exc:
-        assert str(exc)
-    else:
+    params = parsed_or_explained(parse_start, fields, StartError)
+    if params is not None:
         assert params.sample_rate > 0 and params.channels in (1, 2) and params.frame_bytes > 0
 
 
@@ -87,11 +93,9 @@ def test_realtime_session_updates_configure_or_explain(session):
     except RealtimeError as exc:
         assert str(exc) and exc.param
         return
-    try:
-        parse_start({"sample_rate": config.rate, "encoding": "pcm_s16le", "language": config.language,
-                     "prompt": config.prompt})
-    except StartError as exc:  # the connection answers it as a RealtimeError too
-        assert str(exc)
+    # a StartError here is answered as a RealtimeError too
+    parsed_or_explained(parse_start, {"sample_rate": config.rate, "encoding": "pcm_s16le",
+                                      "language": config.language, "prompt": config.prompt}, StartError)
 
 
 deepgram_queries = st.fixed_dictionaries({}, optional={
@@ -107,11 +111,8 @@ deepgram_queries = st.fixed_dictionaries({}, optional={
 @given(deepgram_queries | st.dictionaries(st.text(max_size=12), st.text(max_size=12), max_size=6))
 def test_deepgram_queries_parse_or_explain(query):
     """Deepgram's ``/v1/listen`` query: parameters within their limits, or a BadRequest that says why."""
-    try:
-        params = parse_query(query)
-    except BadRequest as exc:
-        assert str(exc)
-    else:
+    params = parsed_or_explained(parse_query, query, BadRequest)
+    if params is not None:
         assert protocol.MIN_RATE <= params.sample_rate <= protocol.MAX_RATE and params.channels in (1, 2)
 
 

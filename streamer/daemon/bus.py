@@ -66,7 +66,7 @@ class RedisBus:
             log.warning("event bus: %d Redis task(s) did not stop within %.0f s; leaving them",
                         len(stuck), CLOSE_WAIT)
         if self._client is not None:
-            with contextlib.suppress(Exception, asyncio.TimeoutError):
+            with contextlib.suppress(Exception):  # TimeoutError included
                 await asyncio.wait_for(self._client.aclose(), CLOSE_WAIT)
 
     # ------------------------------------------------------------- out
