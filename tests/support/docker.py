@@ -3,7 +3,8 @@
 Debian's docker.io on a machine without a service manager (CI, this project's machines) has no
 daemon running; ``dockerd`` starts in a few seconds. ``--iptables=false`` because such machines may
 not allow netfilter changes, which is fine here: the test's containers use the host network. A
-fixed data root keeps the image layers (and so the build cache) across runs.
+fixed data root keeps the image layers (and so the build cache) for the next run on the same
+machine; a daemon the test started is stopped after it, so no process outlives the test run.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 DATA_ROOT = Path(os.environ.get("STREAMER_DOCKER_ROOT", "/var/lib/docker-streamer"))
@@ -27,28 +29,50 @@ def answers() -> bool:
         return False
 
 
-def ensure_daemon(timeout: float = 60.0) -> str | None:
-    """None when a daemon answers (started here if need be), else why there is none."""
+@dataclass
+class Daemon:
+    """A Docker daemon that answers (``reason`` None), or why there is none; ``started`` if this process began it."""
+
+    reason: str | None = None
+    started: subprocess.Popen | None = None
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the dockerd this test started (SIGTERM: it stops its containers and containerd first)."""
+        if self.started is None or self.started.poll() is not None:
+            return
+        self.started.terminate()
+        try:
+            self.started.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.started.kill()
+            self.started.wait(10)
+
+
+def ensure_daemon(timeout: float = 60.0) -> Daemon:
+    """A daemon that answers, started here if need be, or the reason there is none."""
     if answers():
-        return None
+        return Daemon()
     if shutil.which("docker") is None:
-        return "no docker command (apt-get install docker.io)"
+        return Daemon("no docker command (apt-get install docker.io)")
     dockerd = shutil.which("dockerd") or ("/usr/sbin/dockerd" if Path("/usr/sbin/dockerd").exists() else None)
     if dockerd is None:
-        return "no Docker daemon answers and dockerd is not installed (apt-get install docker.io)"
+        return Daemon("no Docker daemon answers and dockerd is not installed (apt-get install docker.io)")
     if os.geteuid() != 0:
-        return "no Docker daemon answers, and starting dockerd needs root"
+        return Daemon("no Docker daemon answers, and starting dockerd needs root")
     DATA_ROOT.mkdir(parents=True, exist_ok=True)
-    log = open(DATA_ROOT.parent / "docker-streamer.log", "ab")
-    # Left running after the tests, as a service is: the next run finds it and its build cache.
-    subprocess.Popen([dockerd, "--iptables=false", "--data-root", str(DATA_ROOT)], stdout=log, stderr=log,
-                     stdin=subprocess.DEVNULL, start_new_session=True)
+    log_path = DATA_ROOT.parent / "docker-streamer.log"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen([dockerd, "--iptables=false", "--data-root", str(DATA_ROOT)], stdout=log,
+                                   stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+    daemon = Daemon(started=process)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and process.poll() is None:
         if answers():
-            return None
+            return daemon
         time.sleep(1)
-    return f"dockerd did not answer within {timeout:.0f} s (log: {log.name})"
+    daemon.stop()
+    daemon.reason = f"dockerd did not answer within {timeout:.0f} s (log: {log_path})"
+    return daemon
 
 
 def image_exists(tag: str) -> bool:
