@@ -49,6 +49,8 @@ class EngineConfig(_Section):
                                          "spontaneous speech 4 WER points worse (docs/engine.md); [] = off")
     word_timestamps: Literal["dtw", "segments", "both"] = Field(
         "both", description="word times from cross-attention DTW, timestamp tokens, or DTW clamped to segments")
+    fused_alignment: bool = Field(False, description="word times and probabilities from the greedy loop's own "
+                                  "cross-attention instead of a second decoder pass (eager greedy path; docs/engine.md)")
     cache_dir: str | None = Field(None, description="where embedded models are converted; default XDG cache")
     warmup: bool = True
 

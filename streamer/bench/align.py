@@ -4,7 +4,8 @@ The long-form files carry per-sentence start/end times. Windows of whole sentenc
 25 s) are decoded; each sentence's first and last reference words are matched to the
 decoded words, and their start/end times compared with the sentence boundaries. Reported
 for each word-timing method: cross-attention DTW, timestamp tokens alone, and DTW clamped
-to timestamp segments.
+to timestamp segments; with ``--fused``, the DTW methods also with the attention recorded by the
+decode loop itself (``engine.fused_alignment``) instead of a second pass.
 """
 
 from __future__ import annotations
@@ -63,10 +64,19 @@ def boundary_errors(sentences: list[dict], words, offset: float) -> tuple[list[f
     return starts, ends
 
 
-def measure(engine, files: list[Path]) -> dict[str, dict[str, float]]:
+def timing_views(engine, fused: bool) -> dict[str, object]:
+    """One engine view per method label; ``fused`` adds the DTW methods on the loop's own attention."""
+    views = {method: engine.with_word_timestamps(method).with_fused_alignment(False) for method in METHODS}
+    if fused:
+        views |= {f"{method}+fused": engine.with_word_timestamps(method).with_fused_alignment(True)
+                  for method in ("dtw", "both")}
+    return views
+
+
+def measure(engine, files: list[Path], fused: bool = False) -> dict[str, dict[str, float]]:
     """Boundary errors for every method; ``engine`` offers ``with_word_timestamps`` (both backends do)."""
-    errors = {m: {"start": [], "end": []} for m in METHODS}
-    timed = {method: engine.with_word_timestamps(method) for method in METHODS}
+    timed = timing_views(engine, fused)
+    errors = {m: {"start": [], "end": []} for m in timed}
     for path in files:
         audio = load_audio(path)
         segments = json.loads(path.with_suffix(".segments.json").read_text())
@@ -74,7 +84,7 @@ def measure(engine, files: list[Path]) -> dict[str, dict[str, float]]:
             begin = max(0.0, window[0]["start"] - 0.1)
             end = window[-1]["end"] + 0.3
             chunk = audio[int(begin * SAMPLE_RATE): int(end * SAMPLE_RATE)]
-            for method in METHODS:
+            for method in timed:
                 hyp = timed[method].decode(DecodeRequest(chunk, language="en"))
                 s, e = boundary_errors(window, hyp.words, begin)
                 errors[method]["start"] += s
@@ -95,6 +105,7 @@ def measure(engine, files: list[Path]) -> dict[str, dict[str, float]]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", default="base,tiny.en")
     parser.add_argument("--backend", default="whisper", help="engine backend (whisper, faster-whisper)")
+    parser.add_argument("--fused", action="store_true", help="also the DTW methods on the decode loop's attention")
     parser.add_argument("--json", type=Path)
 
 
@@ -107,9 +118,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'model':8} {'method':9} {'start med':>9} {'start p90':>9} {'end med':>8} {'end p90':>8} "
           f"{'end bias':>8} {'n':>4}")
     for model in args.models.split(","):
-        report[model] = measure(load_engine(backend=args.backend, model=model), files)
+        report[model] = measure(load_engine(backend=args.backend, model=model), files, args.fused)
         for method, r in report[model].items():
-            print(f"{model:8} {method:9} {r['start_median']:9.3f} {r['start_p90']:9.3f} {r['end_median']:8.3f} "
+            print(f"{model:8} {method:11} {r['start_median']:9.3f} {r['start_p90']:9.3f} {r['end_median']:8.3f} "
                   f"{r['end_p90']:8.3f} {r['end_bias']:8.3f} {r['end_n']:4d}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))

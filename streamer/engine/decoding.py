@@ -14,6 +14,7 @@ import torch
 from streamer.engine.kv_decoder import DecoderState, KVDecoder
 from streamer.engine.loops import looping
 from streamer.engine.tokenizer import WhisperTokens
+from streamer.engine.trace import AttentionTrace, TokenEvidence
 
 TIME_PRECISION = 0.02  # seconds per timestamp token
 MAX_INITIAL_TIMESTAMP = 1.0
@@ -24,6 +25,7 @@ class DecodeResult:
     tokens: list[int]  # generated tokens, timestamps included, without the final <|endoftext|>
     sum_logprob: float
     no_speech_prob: float
+    evidence: TokenEvidence | None = None  # word-timing evidence recorded by the loop (engine.fused_alignment)
 
 
 @dataclass
@@ -96,8 +98,11 @@ class Prefilled:
 
 
 def prefill(decoder: KVDecoder, encoder_out: torch.Tensor, rows: list[RowSpec], tokens: WhisperTokens,
-            state: DecoderState | None = None) -> Prefilled:
-    """One pass over every row's prefix (left-padded), filling the KV cache; the no-speech probability."""
+            state: DecoderState | None = None, trace: AttentionTrace | None = None) -> Prefilled:
+    """One pass over every row's prefix (left-padded), filling the KV cache; the no-speech probability.
+
+    With a ``trace``, the query of each row's last prefix token (it predicts the first generated token)
+    is recorded."""
     device = encoder_out.device
     batch = len(rows)
     width = max(len(r.prefix) for r in rows)
@@ -111,7 +116,10 @@ def prefill(decoder: KVDecoder, encoder_out: torch.Tensor, rows: list[RowSpec], 
     positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
     state.valid[:, :width] = valid
     slots = torch.arange(width, device=device)
-    hidden = decoder(prefix, positions, slots, state, attend_len=None if static else width)
+    queries = trace.sink() if trace else None
+    hidden = decoder(prefix, positions, slots, state, attend_len=None if static else width, cross_queries=queries)
+    if trace:
+        trace.record(queries)
     sot_hidden = torch.stack([hidden[b, width - len(r.prefix) + r.sot_index] for b, r in enumerate(rows)])
     no_speech = torch.softmax(decoder.logits(sot_hidden).float(), dim=-1)[:, tokens.no_speech].tolist()
     # fixed strides: compiled steps guard on them
@@ -120,28 +128,35 @@ def prefill(decoder: KVDecoder, encoder_out: torch.Tensor, rows: list[RowSpec], 
 
 def greedy_decode(decoder: KVDecoder, encoder_out: torch.Tensor, rows: list[RowSpec], tokens: WhisperTokens,
                   rules: TimestampRules | None, max_new_tokens: int, state: DecoderState | None = None,
-                  step_fn=None, forced_length: bool = False) -> list[DecodeResult]:
+                  step_fn=None, forced_length: bool = False,
+                  trace: AttentionTrace | None = None) -> list[DecodeResult]:
     """Decode every row to <|endoftext|> (or the token limit).
 
     With a preallocated ``state`` (static shapes) and a compiled ``step_fn(tokens, positions,
     slots)`` this is the CUDA-graph path; otherwise the cache attends only over filled slots.
     ``forced_length`` ignores <|endoftext|> (benchmarks decode exactly ``max_new_tokens``).
+    With a ``trace`` (eager path only) each result carries the loop's own word-timing evidence.
     """
     device = encoder_out.device
     batch = len(rows)
     static = state is not None
-    pre = prefill(decoder, encoder_out, rows, tokens, state)
+    trace = None if step_fn else trace
+    pre = prefill(decoder, encoder_out, rows, tokens, state, trace)
     state, width, logits, position = pre.state, pre.width, pre.logits, pre.position
 
     limit = min(max_new_tokens, decoder.max_len - width)
     generated: list[list[int]] = [[] for _ in rows]
     sum_logprob = [0.0] * batch
     finished = [False] * batch
-    step = step_fn or (lambda t, p, s: decoder(t, p, s, state, attend_len=None if static else int(s[0]) + 1))
+    step = step_fn or (lambda t, p, s: _traced_step(decoder, t, p, s, state, static, trace))
     for i in range(limit):
-        logits = rules.apply(logits.float(), generated, rows, first=i == 0) if rules else logits.float()
+        raw = logits.float()
+        masked = raw.clone() if trace else raw  # the rules mask in place; the trace wants the raw logits
+        logits = rules.apply(masked, generated, rows, first=i == 0) if rules else masked
         logprobs = torch.log_softmax(logits, dim=-1)
         chosen = logits.argmax(dim=-1)
+        if trace:
+            trace.record_choice(raw, chosen)
         picked = logprobs.gather(1, chosen[:, None])[:, 0].tolist()
         for b, token in enumerate(chosen.tolist()):
             if finished[b]:
@@ -160,4 +175,16 @@ def greedy_decode(decoder: KVDecoder, encoder_out: torch.Tensor, rows: list[RowS
         slot = torch.tensor([width + i], device=device)
         state.valid[:, width + i] = True
         logits = decoder.logits(step(next_tokens, position, slot)[:, -1])
-    return [DecodeResult(g, s, n) for g, s, n in zip(generated, sum_logprob, pre.no_speech)]
+    evidence = trace.evidence(state) if trace else [None] * batch
+    return [DecodeResult(g, s, n, e) for g, s, n, e in zip(generated, sum_logprob, pre.no_speech, evidence)]
+
+
+def _traced_step(decoder: KVDecoder, tokens: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
+                 state: DecoderState, static: bool, trace: AttentionTrace | None) -> torch.Tensor:
+    """One eager decoder step over the filled slots (all of them with a static state), recording into ``trace``."""
+    queries = trace.sink() if trace else None
+    hidden = decoder(tokens, positions, slots, state, attend_len=None if static else int(slots[0]) + 1,
+                     cross_queries=queries)
+    if trace:
+        trace.record(queries)
+    return hidden

@@ -29,6 +29,7 @@ from streamer.engine.decoding import DecodeResult, RowSpec, TimestampRules, pref
 from streamer.engine.kv_decoder import KVDecoder
 from streamer.engine.loops import looping
 from streamer.engine.tokenizer import WhisperTokens
+from streamer.engine.trace import AttentionTrace
 
 MAX_GUESS = 48  # draft tokens verified per pass (bounds the wasted work when a guess is wrong early)
 NGRAM_SIZES = (3, 2, 1)  # suffix lengths tried, longest first, when the output left the draft
@@ -73,24 +74,29 @@ class BlockRunner:
         return next((w for w in fitting if w >= wanted), fitting[-1])
 
     def __call__(self, block: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor, state,
-                 end: int) -> torch.Tensor:
-        """``end``: the first slot after the block (the eager pass attends up to it)."""
-        return self.decoder(block, positions, slots, state, attend_len=end)
+                 end: int, cross_queries: dict | None = None) -> torch.Tensor:
+        """``end``: the first slot after the block (the eager pass attends up to it); ``cross_queries``: a
+        trace's sink (eager only)."""
+        return self.decoder(block, positions, slots, state, attend_len=end, cross_queries=cross_queries)
 
 
 def drafted_decode(decoder: KVDecoder, encoder_out: torch.Tensor, rows: list[RowSpec], tokens: WhisperTokens,
                    rules: TimestampRules | None, max_new_tokens: int, drafts: list[tuple[int, ...]],
-                   state=None, runner: BlockRunner | None = None) -> tuple[list[DecodeResult], dict[str, int]]:
+                   state=None, runner: BlockRunner | None = None,
+                   trace: AttentionTrace | None = None) -> tuple[list[DecodeResult], dict[str, int]]:
     """Greedy decode of every row, verifying ``drafts[b]`` (row b's previous tokens) along the way.
 
     Eager path by default; with a preallocated ``state`` and a compiled ``runner`` the CUDA-graph
     path (blocks padded to the runner's widths; padding is masked like a rejected guess).
-    Returns the results and counts (passes, tokens guessed and accepted) for the benchmark.
+    Returns the results and counts (passes, tokens guessed and accepted) for the benchmark. With a
+    ``trace`` (eager path only) the verification passes also give the word-timing evidence: the queries
+    of the accepted positions are the ones a teacher-forced pass would compute.
     """
     device = encoder_out.device
     batch = len(rows)
+    trace = trace if runner is None else None
     runner = runner or BlockRunner(decoder)
-    pre = prefill(decoder, encoder_out, rows, tokens, state)
+    pre = prefill(decoder, encoder_out, rows, tokens, state, trace)
     state, slot, logits = pre.state, pre.width, pre.logits
     position = pre.position[:, 0].clone()  # [batch]: positional index of each row's last cached token
     limit = min(max_new_tokens, decoder.max_len - slot)
@@ -101,10 +107,14 @@ def drafted_decode(decoder: KVDecoder, encoder_out: torch.Tensor, rows: list[Row
     first = True
     while True:
         # 1. the greedy choice from each row's pending logits: exactly the plain loop's step
-        processed = rules.apply(logits.float(), generated, rows, first=first) if rules else logits.float()
+        raw = logits.float()
+        masked = raw.clone() if trace else raw  # the rules mask in place; the trace wants the raw logits
+        processed = rules.apply(masked, generated, rows, first=first) if rules else masked
         first = False
         logprobs = torch.log_softmax(processed, dim=-1)
         chosen = processed.argmax(dim=-1).tolist()
+        if trace:
+            trace.record_choice(raw, torch.tensor(chosen, device=raw.device))
         picked = logprobs[torch.arange(batch), torch.tensor(chosen)].tolist()
         for b, token in enumerate(chosen):
             if finished[b]:
@@ -132,9 +142,13 @@ def drafted_decode(decoder: KVDecoder, encoder_out: torch.Tensor, rows: list[Row
         positions = (position[:, None] + 1 + torch.arange(width, device=device)[None, :]).clamp(max=decoder.max_len - 1)
         slots = torch.arange(slot, slot + width, device=device)
         state.valid[:, slot:slot + width] = True
-        hidden = runner(block, positions, slots, state, end=slot + width)
+        queries = trace.sink() if trace else None
+        extra = {"cross_queries": queries} if trace else {}  # a compiled runner takes no trace
+        hidden = runner(block, positions, slots, state, end=slot + width, **extra)
         stats["passes"] += 1
         if width == 1:
+            if trace:
+                trace.record(queries)
             logits = decoder.logits(hidden[:, -1])
             position, slot = position + 1, slot + 1
             continue
@@ -143,12 +157,16 @@ def drafted_decode(decoder: KVDecoder, encoder_out: torch.Tensor, rows: list[Row
         accepted = _verify(block_logits, guesses, generated, finished, rows, rules, tokens, sum_logprob, limit)
         stats["guessed"] += sum(len(q) for q in guesses)
         stats["accepted"] += sum(accepted)
+        if trace:  # positions 0..a-1 chose the accepted guesses, position a the next step's token
+            trace.record(queries, keep=[a + 1 for a in accepted])
+            trace.record_choice(block_logits[:, :width - 1], block[:, 1:], keep=accepted)
         for b, a in enumerate(accepted):
             state.valid[b, slot + 1 + a:slot + width] = False  # rejected guesses and padding: holes in the cache
         logits = block_logits[torch.arange(batch), torch.tensor(accepted, device=device)]
         position = position + 1 + torch.tensor(accepted, device=device)
         slot += width
-    return [DecodeResult(g, s, n) for g, s, n in zip(generated, sum_logprob, pre.no_speech)], stats
+    evidence = trace.evidence(state) if trace else [None] * batch
+    return [DecodeResult(g, s, n, e) for g, s, n, e in zip(generated, sum_logprob, pre.no_speech, evidence)], stats
 
 
 def _verify(block_logits: torch.Tensor, guesses: list[list[int]], generated: list[list[int]], finished: list[bool],

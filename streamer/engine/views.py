@@ -24,6 +24,10 @@ class WordTimingViews:
         """This engine timing words by ``method`` (dtw, segments, both); weights are shared, not copied."""
         return self._view(word_timestamps=method)
 
+    def with_fused_alignment(self: E, on: bool) -> E:
+        """This engine taking word-timing evidence from the decode loop (True) or a second pass (False)."""
+        return self._view(fused_alignment=on)
+
     def with_drafts(self: E, on: bool) -> E:
         """This engine with draft verification on or off (``streamer bench drafts`` compares them)."""
         return self._view(drafts=on)

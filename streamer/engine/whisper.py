@@ -28,6 +28,7 @@ from streamer.engine.kv_decoder import KVDecoder
 from streamer.engine.language import LanguageChoice, choose_languages
 from streamer.engine.loops import compression_ratio
 from streamer.engine.tokenizer import WhisperTokens
+from streamer.engine.trace import AttentionTrace
 from streamer.engine.views import WordTimingViews
 from streamer.hypothesis import (MAX_PROMPT_TOKENS, MAX_WINDOW_SECONDS, SAMPLE_RATE, DecodeRequest, EngineError,
                                  Hypothesis, validate_window)
@@ -138,9 +139,10 @@ class WhisperEngine(WordTimingViews):
             return self.compiled.decode(encoder_out, rows, self.rules, limit, drafts=drafts)
         if self.config.beam_size > 1:
             return beam_decode(self.decoder, encoder_out, rows, self.tokens, self.rules, limit, self.config.beam_size), {}
+        trace = AttentionTrace(self.alignment_heads, self.tokens.eot) if self.config.fused_alignment else None
         if any(drafts):
-            return drafted_decode(self.decoder, encoder_out, rows, self.tokens, self.rules, limit, drafts)
-        return greedy_decode(self.decoder, encoder_out, rows, self.tokens, self.rules, limit), {}
+            return drafted_decode(self.decoder, encoder_out, rows, self.tokens, self.rules, limit, drafts, trace=trace)
+        return greedy_decode(self.decoder, encoder_out, rows, self.tokens, self.rules, limit, trace=trace), {}
 
     # -- stages ---------------------------------------------------------------------------
     def encode(self, audios: list[np.ndarray], cut: bool = True) -> torch.Tensor:
@@ -160,13 +162,11 @@ class WhisperEngine(WordTimingViews):
 
     def _hypotheses(self, requests, audios, encoder_out, rows, results, languages) -> list[Hypothesis]:
         text_tokens = [[t for t in r.tokens if t < self.tokens.eot] for r in results]
-        seqs, prefix_lens = [], []
-        for req, lang, text in zip(requests, languages, text_tokens):
-            prefix = self.tokens.sot_sequence(lang.code, req.task) + [self.tokens.no_timestamps]
-            seqs.append(prefix + text + [self.tokens.eot])
-            prefix_lens.append(len(prefix))
-        weights, hidden = teacher_forced(self.decoder, encoder_out, seqs, self.alignment_heads, self.tokens.eot)
-        probs = self._token_probs(hidden, prefix_lens, text_tokens)
+        if all(r.evidence is not None for r in results):  # the loop recorded it: no second pass
+            fused = [r.evidence.text_rows(r.tokens, self.tokens.eot) for r in results]
+            weights, probs, prefix_lens = [w for w, _ in fused], [p for _, p in fused], [1] * len(results)
+        else:
+            weights, probs, prefix_lens = self._teacher_forced(requests, languages, encoder_out, text_tokens)
         hyps = []
         for b, result in enumerate(results):
             duration = len(audios[b]) / SAMPLE_RATE
@@ -180,6 +180,16 @@ class WhisperEngine(WordTimingViews):
                 language_probability=languages[b].probability, language_probs=languages[b].candidates,
             ))
         return hyps
+
+    def _teacher_forced(self, requests, languages, encoder_out, text_tokens):
+        """Alignment weights and token probabilities from a second pass over ``sot <|notimestamps|> text eot``."""
+        seqs, prefix_lens = [], []
+        for req, lang, text in zip(requests, languages, text_tokens):
+            prefix = self.tokens.sot_sequence(lang.code, req.task) + [self.tokens.no_timestamps]
+            seqs.append(prefix + text + [self.tokens.eot])
+            prefix_lens.append(len(prefix))
+        weights, hidden = teacher_forced(self.decoder, encoder_out, seqs, self.alignment_heads, self.tokens.eot)
+        return weights, self._token_probs(hidden, prefix_lens, text_tokens), prefix_lens
 
     def _word_times(self, weights, prefix_len, all_tokens, text_tokens, probs, duration, language) -> list:
         """Word times by the configured method (see ``streamer bench align`` for their accuracy)."""
