@@ -49,8 +49,8 @@ class EngineConfig(_Section):
                                          "spontaneous speech 4 WER points worse (docs/engine.md); [] = off")
     word_timestamps: Literal["dtw", "segments", "both"] = Field(
         "both", description="word times from cross-attention DTW, timestamp tokens, or DTW clamped to segments")
-    fused_alignment: bool = Field(False, description="word times and probabilities from the greedy loop's own "
-                                  "cross-attention instead of a second decoder pass (eager greedy path; docs/engine.md)")
+    fused_alignment: bool = Field(False, description="word times and probabilities from the greedy loop's "
+                                  "own cross-attention instead of a second decoder pass (eager path; docs/engine.md)")
     cache_dir: str | None = Field(None, description="where embedded models are converted; default XDG cache")
     warmup: bool = True
 
@@ -74,7 +74,8 @@ class StreamConfig(_Section):
     min_agreement_window: float = Field(1.5, ge=0, le=10, description="an update of a window shorter than this "
                                         "(s) is shown as tentative but does not vote in the agreement; 0 = off")
     carry_context: float = Field(0.0, ge=0, le=10, description="seconds of an utterance's last committed words "
-                                 "decoded again at the start of the next one (audio context across pauses); 0 = off")
+                                 "decoded again at the start of the next one, until it has 2.5 s of its own (audio "
+                                 "context for short utterances across pauses); 0 = off (docs/streaming.md)")
     pause_commit: float = Field(0.2, ge=0, le=2, description="VAD pause (s) that commits the words before it; 0 = off")
     end_silence: float = Field(0.5, ge=0.1, le=5, description="VAD silence that closes an utterance, s")
     long_silence: float = Field(2.0, ge=0.1, le=60, description="silence after which a word's held trailing "

@@ -652,3 +652,37 @@ def test_a_pause_decode_that_skips_audio_does_not_lose_what_earlier_decodes_hear
     proc = StreamProcessor(StreamConfig(min_chunk=1.0, end_silence=0.5), ScriptedDetector([(0.95, 5.0)]))
     feed_and_drain(proc, ScriptedEngine(script), noise(7.0))
     assert [w.word for w in proc.committed_words] == [w.word for w in words]
+
+
+def _two_utterances(second_words: int, carry: float):
+    """Five words, a 0.9 s pause, then ``second_words`` more; VAD and recogniser scripted."""
+    first = timeline(5, start=1.0)
+    second = timeline(second_words, start=4.9, prefix="v")
+    engine = ScriptedEngine(timeline_script(first + second))
+    second_end = 4.9 + 0.6 * second_words
+    proc = StreamProcessor(StreamConfig(min_chunk=0.5, end_silence=0.5, carry_context=carry),
+                           ScriptedDetector([(0.95, 3.75), (4.85, second_end)]))
+    feed_and_drain(proc, engine, noise(second_end + 1.0))
+    own = [c for c in engine.calls if c.offset + c.audio.size / SR > 4.9]  # the decodes of the second utterance
+    return proc, own
+
+
+def test_a_short_utterance_is_decoded_after_the_last_ones_tail():
+    """carry_context: the short second utterance's windows start in the first one's last words."""
+    proc, own = _two_utterances(2, carry=1.5)
+    assert own and all(c.offset < 4.0 for c in own)
+    assert proc.committed_text == "w0 w1 w2 w3 w4 v0 v1"    # the context is heard again, never committed twice
+
+
+def test_a_long_utterance_drops_the_carried_context_once_it_has_its_own():
+    proc, own = _two_utterances(8, carry=1.5)
+    assert own[0].offset < 4.0                                   # its first window still starts in the context
+    longer = [c for c in own if c.offset + c.audio.size / SR - 4.85 >= 2.5 + 0.5]
+    assert longer and all(c.offset >= 4.85 - 0.2 - 0.05 for c in longer)   # then only its own audio (and pad)
+    assert proc.committed_text == "w0 w1 w2 w3 w4 " + " ".join(f"v{i}" for i in range(8))
+
+
+def test_without_carry_context_no_window_reaches_back():
+    proc, own = _two_utterances(2, carry=0.0)
+    assert all(c.offset >= 4.85 - 0.2 - 0.05 for c in own)
+    assert proc.committed_text == "w0 w1 w2 w3 w4 v0 v1"

@@ -27,6 +27,7 @@ from streamer.vad import SpeechDetector
 log = logging.getLogger(__name__)
 
 MIN_SPEECH = 0.2  # s of VAD speech below which an utterance is a blip: discarded, never decoded
+CONTEXT_FOR_SHORTER_THAN = 2.5  # s of its own audio: a longer utterance's windows drop the carried context
 
 
 @dataclass
@@ -41,6 +42,7 @@ class Utterance:
     pause_at: float | None = None  # start of a pause (stream time) not yet used by a pause decode
     heard_speech: bool = False     # speech since the last pause decode was requested
     settled: bool = False          # a pause decode committed everything and no speech came since
+    context_end: float | None = None  # where the carried context (the last utterance's tail) ends, while kept
 
 
 class Segmenter:
@@ -153,6 +155,21 @@ class Segmenter:
         if self.gate is not None:
             self.gate.forget_before(utterance.buffer.start if self._context else utterance.buffer.end)
 
+    def drop_long_context(self, utterance: Utterance) -> None:
+        """Drop the carried context once the utterance has ``CONTEXT_FOR_SHORTER_THAN`` seconds of its own.
+
+        The context is for what a short window cannot hear alone (base heard jfk's 1.6 s "ask not" as
+        "ASK NOT!" or "is not.", with "Americans" before it as "Ask not what"); a longer utterance has
+        context of its own, and decoding the last one's tail again only gives Whisper another reading of
+        it (carried into every window, it made verse 1.8 WER points worse; docs/streaming.md).
+        """
+        end = utterance.context_end
+        if end is None or utterance.buffer.end - end < CONTEXT_FOR_SHORTER_THAN:
+            return
+        utterance.context_end = None
+        utterance.buffer.trim_before(end)
+        self.forget_regions_before_buffer(utterance)
+
     def forget_regions_before_buffer(self, utterance: Utterance) -> None:
         """VAD spans before the buffer are no longer needed: keeps an hour-long utterance flat."""
         if self.gate is not None and not self.closed:
@@ -227,7 +244,7 @@ class Segmenter:
             context, self._context = self._context, None
             recent = context is not None and self.position / SAMPLE_RATE - context.end <= self.config.long_silence
             if recent:  # the last utterance's tail leads the window: its words are heard in context
-                self.open = Utterance(context, decoded_until=context.end)
+                self.open = Utterance(context, decoded_until=context.end, context_end=context.end)
             else:
                 self.open = Utterance(AudioBuffer(), decoded_until=self.position / SAMPLE_RATE)
         return self.open

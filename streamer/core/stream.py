@@ -302,6 +302,7 @@ class StreamProcessor:
         return None
 
     def _request(self, utterance: Utterance, kind: Kind) -> DecodeRequest:
+        self._audio.drop_long_context(utterance)
         audio, timemap = utterance.buffer.window(self.config.max_buffer)
         utterance.new_samples = 0
         pause_start = 0.0
