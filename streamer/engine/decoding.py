@@ -116,7 +116,7 @@ def prefill(decoder: KVDecoder, encoder_out: torch.Tensor, rows: list[RowSpec], 
     positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
     state.valid[:, :width] = valid
     slots = torch.arange(width, device=device)
-    queries = trace.sink() if trace else None
+    queries = {} if trace else None
     hidden = decoder(prefix, positions, slots, state, attend_len=None if static else width, cross_queries=queries)
     if trace:
         trace.record(queries)
@@ -182,7 +182,7 @@ def greedy_decode(decoder: KVDecoder, encoder_out: torch.Tensor, rows: list[RowS
 def _traced_step(decoder: KVDecoder, tokens: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
                  state: DecoderState, static: bool, trace: AttentionTrace | None) -> torch.Tensor:
     """One eager decoder step over the filled slots (all of them with a static state), recording into ``trace``."""
-    queries = trace.sink() if trace else None
+    queries = {} if trace else None
     hidden = decoder(tokens, positions, slots, state, attend_len=None if static else int(slots[0]) + 1,
                      cross_queries=queries)
     if trace:

@@ -76,7 +76,7 @@ class BlockRunner:
     def __call__(self, block: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor, state,
                  end: int, cross_queries: dict | None = None) -> torch.Tensor:
         """``end``: the first slot after the block (the eager pass attends up to it); ``cross_queries``: a
-        trace's sink (eager only)."""
+        dict a trace records from (eager only)."""
         return self.decoder(block, positions, slots, state, attend_len=end, cross_queries=cross_queries)
 
 
@@ -142,7 +142,7 @@ def drafted_decode(decoder: KVDecoder, encoder_out: torch.Tensor, rows: list[Row
         positions = (position[:, None] + 1 + torch.arange(width, device=device)[None, :]).clamp(max=decoder.max_len - 1)
         slots = torch.arange(slot, slot + width, device=device)
         state.valid[:, slot:slot + width] = True
-        queries = trace.sink() if trace else None
+        queries = {} if trace else None
         extra = {"cross_queries": queries} if trace else {}  # a compiled runner takes no trace
         hidden = runner(block, positions, slots, state, end=slot + width, **extra)
         stats["passes"] += 1

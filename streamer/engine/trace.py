@@ -53,12 +53,9 @@ class AttentionTrace:
         self._queries: list[list[torch.Tensor]] = []  # per row: [heads, n, head_dim] pieces in token order
         self._logprobs: list[list[torch.Tensor]] = []  # per row: [n] pieces
 
-    def sink(self) -> dict[int, torch.Tensor]:
-        """A dict for :meth:`KVDecoder.forward`'s ``cross_queries``; pass it to :meth:`record` after the call."""
-        return {}
-
     def record(self, queries: dict[int, torch.Tensor], keep: list[int] | None = None) -> None:
-        """Keep the queries that chose a token: the last position of each row (a step), or, with ``keep``,
+        """From the dict a decoder pass filled (:meth:`KVDecoder.forward`'s ``cross_queries``), keep the
+        queries that chose a token: the last position of each row (a step), or, with ``keep``,
         the first ``keep[b]`` positions of row b (a verified block: the positions whose choice was accepted)."""
         stacked = torch.stack([queries[layer][:, head] for layer, head in self.heads], dim=1)  # [b, heads, T, d]
         self._grow(len(stacked))

@@ -74,6 +74,3 @@ def ensure_daemon(timeout: float = 60.0) -> Daemon:
     daemon.reason = f"dockerd did not answer within {timeout:.0f} s (log: {log_path})"
     return daemon
 
-
-def image_exists(tag: str) -> bool:
-    return subprocess.run(["docker", "image", "inspect", tag], capture_output=True).returncode == 0
