@@ -91,15 +91,18 @@ def main() -> int:
     parser.add_argument("--legacy", action="store_true", help="also decode on a per-tensor int8 engine (no drafts)")
     parser.add_argument("--quantize", default="auto", choices=["auto", "none", "int8"],
                         help="the drafted engine's weights (none: float32, where float order is the only difference)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                        help="the drafted engine's float type (bfloat16: unquantised, on AMX tiles if the CPU has them)")
     parser.add_argument("--out", help="write the per-window rows and the summary as JSON")
     args = parser.parse_args()
-    engine = load_engine(model=args.model, drafts=True, quantize=args.quantize)
+    engine = load_engine(model=args.model, drafts=True, quantize=args.quantize, dtype=args.dtype)
     legacy = load_engine(model=args.model, drafts=False) if args.legacy else None
     compare = Compare(engine, legacy)
     started = time.perf_counter()
     load = os.getloadavg()[0]
     result = replay(load_audio(args.audio), compare, StreamConfig())
-    report = {"model": args.model, "quantize": args.quantize, "audio": os.path.basename(args.audio), "load_at_start": round(load, 2),
+    report = {"model": args.model, "quantize": args.quantize, "dtype": engine.dtype,
+              "audio": os.path.basename(args.audio), "load_at_start": round(load, 2),
               "load_at_end": round(os.getloadavg()[0], 2), "seconds": round(time.perf_counter() - started, 1),
               "text": result.text, **summary(compare.rows)}
     print(json.dumps({k: v for k, v in report.items() if k != "text"}, indent=1))

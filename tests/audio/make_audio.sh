@@ -10,4 +10,3 @@ say() {  # say VOICE OUT.wav TEXT...
   sox "$tmp/raw.wav" -r 16000 -c 1 -b 16 "$out"
 }
 say en-us made_up_name.wav "This morning I had coffee with Zorbulon Quixtaff. Later, Zorbulon Quixtaff went home."
-say cmn mandarin_espeak.wav "我们今天去公园散步，天气很好。他搬起石头砸了自己的脚。"
