@@ -1,8 +1,9 @@
 """The Whisper engine: transformers weights, our batched greedy loop, DTW word times.
 
 CPU: float32 with dynamic int8 linear layers (about 2x faster than fp32 at the same
-transcript on 2 cores); the encoder in bfloat16 where AMX tiles run it (``engine.encoder_dtype``). CUDA: fp16, SDPA, a static KV cache and a ``torch.compile``d decoder
-step warmed up for every batch size the daemon uses, so nothing recompiles while serving.
+transcript on 2 cores); the encoder in bfloat16 where AMX tiles run it (``engine.encoder_dtype``).
+CUDA: fp16, SDPA, a static KV cache and a ``torch.compile``d decoder step warmed up for every
+batch size the daemon uses, so nothing recompiles while serving.
 """
 
 from __future__ import annotations
