@@ -33,9 +33,9 @@ class EngineConfig(_Section):
     quantize: Literal["auto", "none", "int8"] = Field(
         "auto", description="CPU only: dynamic int8 linear layers (auto = int8 on CPU)")
     encoder_dtype: Literal["auto", "model", "bfloat16"] = Field(
-        "auto", description="CPU: the encoder's float type. auto = bfloat16 instead of int8 where torch sees AMX tiles (the encoder "
-        "2.2x faster than int8 and nearer float32; base's offline and streamed text better, docs/engine.md), else as "
-        "model; model = the engine's own (int8 layers); bfloat16 = always (slow without AMX)")
+        "auto", description="CPU: the encoder's float type. auto = bfloat16 instead of int8 where torch sees AMX "
+        "tiles (the encoder 2.2x faster than int8 and nearer float32; base's offline and streamed text better, "
+        "docs/engine.md), else as model; model = the engine's own (int8 layers); bfloat16 = always (slow without AMX)")
     threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = all cores")
     compile: bool = Field(True, description="CUDA only: static KV cache + torch.compile")
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 2, 4, 8],
