@@ -76,8 +76,8 @@ class StreamConfig(_Section):
     max_buffer: float = Field(20.0, gt=2, le=29.0, description="hard cap on the decode window, seconds")
     trim_to: float = Field(12.0, gt=0, description="past this much audio, trim at a committed word (keeping ~half); "
                            "12 rather than 6: Whisper hears better with more context (bench text base: multilingual "
-                           "-3.1, long-form -0.9 WER points), at 0.26 s more latency p90 and 25 % fewer streams "
-                           "(docs/streaming.md)")
+                           "-3.1, long-form -0.9 WER points), at 0.26 s more latency p90 and about a quarter more "
+                           "decode time per round of 3 base streams (docs/streaming.md)")
     min_agreement_window: float = Field(1.5, ge=0, le=10, description="an update of a window shorter than this "
                                         "(s) is shown as tentative but does not vote in the agreement; 0 = off")
     carry_context: float = Field(0.0, ge=0, le=10, description="seconds of an utterance's last committed words "

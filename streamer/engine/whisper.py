@@ -273,7 +273,7 @@ def _quantize_int8(model, rows: bool = False) -> tuple[object, bool]:
                 model.proj_out = RowQuantizedLinear(model.proj_out)
             else:
                 dynamic(model.model.decoder)
-                model.proj_out = dynamic(torch.nn.Sequential(model.proj_out))[0]
+                model.proj_out = dynamic(torch.nn.Sequential(model.proj_out))[0]  # it swaps children only
             if _weights_dtype(model.model.encoder) == torch.float32:
                 dynamic(model.model.encoder)
             return model, True
