@@ -36,6 +36,10 @@ class EngineConfig(_Section):
         "auto", description="CPU: the encoder's float type. auto = bfloat16 instead of int8 where torch sees AMX "
         "tiles (the encoder 2.2x faster than int8 and nearer float32; base's offline and streamed text better, "
         "docs/engine.md), else as model; model = the engine's own (int8 layers); bfloat16 = always (slow without AMX)")
+    cross_attention_dtype: Literal["auto", "model", "bfloat16"] = Field(
+        "auto", description="CPU: the float type of the decoder's cross-attention keys/values (the bytes each "
+        "decoder step reads most). auto = bfloat16 where the encoder runs in bfloat16 (docs/engine.md), else "
+        "as model")
     threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = all cores")
     compile: bool = Field(True, description="CUDA only: static KV cache + torch.compile")
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 2, 4, 8],

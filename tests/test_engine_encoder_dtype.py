@@ -1,13 +1,19 @@
-"""A bfloat16 encoder on the CPU (``engine.encoder_dtype``): AMX tiles run it, the decoder stays int8."""
+"""A bfloat16 encoder on the CPU (``engine.encoder_dtype``): AMX tiles run it, the decoder stays int8.
+
+With it, the decoder's cross-attention keys/values are kept in bfloat16 (``engine.cross_attention_dtype``),
+and one window's detection, decode and word-time passes share one projection of them.
+"""
 
 from __future__ import annotations
+
+import contextlib
 
 import pytest
 import torch
 
 from streamer.audio import load_audio
 from streamer.engine.loader import load_engine
-from streamer.engine.whisper import _encoder_dtype
+from streamer.engine.whisper import _cross_dtype, _encoder_dtype
 from streamer.hypothesis import DecodeRequest
 from support import word_distance
 
@@ -57,3 +63,51 @@ def test_the_bfloat16_encoder_is_nearer_float32_than_the_int8_one(bf16_engine, s
     assert similarity(ours) > 0.999 and similarity(ours) > similarity(int8)     # measured 0.9999 and 0.989
     text, reference = (e.decode(DecodeRequest(jfk)).text for e in (bf16_engine, float32))
     assert word_distance(text, reference) <= 1
+
+
+def test_cross_attention_keys_follow_a_bfloat16_encoder_on_the_cpu_only():
+    assert _cross_dtype("auto", CPU, torch.bfloat16) == torch.bfloat16
+    assert _cross_dtype("auto", CPU, torch.float32) is None              # an int8/float32 encoder: its output's
+    assert _cross_dtype("model", CPU, torch.bfloat16) is None
+    assert _cross_dtype("bfloat16", CPU, torch.float32) == torch.bfloat16
+    assert _cross_dtype("bfloat16", CUDA, torch.float16) is None          # typed static buffers there
+
+
+def test_bfloat16_cross_attention_keys_keep_the_text(bf16_engine, shared_data):
+    """Half the bytes per decoder step (docs/engine.md); the text of jfk stays within a word of float32 keys."""
+    assert bf16_engine.decoder.cross_dtype == torch.bfloat16
+    jfk = load_audio(shared_data / "jfk/jfk.wav")
+    with torch.inference_mode():
+        encoded = bf16_engine.encode([jfk])
+        state = bf16_engine.decoder.start(encoded)
+    assert {k.dtype for k in state.cross_k + state.cross_v} == {torch.bfloat16}
+    assert all(k.is_contiguous() for k in state.cross_k + state.cross_v)
+    float_keys = load_engine(model="tiny.en", encoder_dtype="bfloat16", cross_attention_dtype="model", warmup=False)
+    assert float_keys.decoder.cross_dtype is None
+    ours, reference = (e.decode(DecodeRequest(jfk)) for e in (bf16_engine, float_keys))
+    assert word_distance(ours.text, reference.text) <= 1
+    assert [w.word for w in ours.words][:5] == [w.word for w in reference.words][:5]
+
+
+def test_one_window_projects_its_cross_attention_keys_once(bf16_engine, shared_data, monkeypatch):
+    """The decode and the word-time pass start from the same encoder output: one projection, the same words."""
+    jfk = load_audio(shared_data / "jfk/jfk.wav")
+    decoder, calls = bf16_engine.decoder, []
+    project = decoder._cross_projection
+    monkeypatch.setattr(decoder, "_cross_projection", lambda *a: calls.append(1) or project(*a))
+    per_projection = 2 * len(decoder.layers)           # keys and values of every layer
+    shared = bf16_engine.decode(DecodeRequest(jfk))
+    assert len(calls) == per_projection
+    monkeypatch.setattr(decoder, "sharing_projections", lambda encoded: contextlib.nullcontext())
+    unshared = bf16_engine.decode(DecodeRequest(jfk))
+    assert len(calls) == per_projection * 3            # each pass projected again
+    assert shared.text == unshared.text and shared.words == unshared.words
+    monkeypatch.undo()
+    with torch.inference_mode():
+        encoded = bf16_engine.encode([jfk])
+        with decoder.sharing_projections(encoded):
+            first, second = decoder.start(encoded), decoder.start(encoded)
+            other = decoder.start(encoded.clone())      # another tensor: its own projection
+        after = decoder.start(encoded)
+    assert first.cross_k[0] is second.cross_k[0] and other.cross_k[0] is not first.cross_k[0]
+    assert after.cross_k[0] is not first.cross_k[0]    # nothing kept past the block

@@ -153,6 +153,47 @@ def test_timestamp_probability_mass_beats_the_best_text_token(en, rules):
     assert 400 in _allowed(rules.apply(logits, [[ts, 400]], [row])[0])
 
 
+def _rules_over_the_whole_vocabulary(rules: TimestampRules, logits, generated, rows) -> torch.Tensor:
+    """The rules as first written, every mask over all columns: the reference for the sliced version."""
+    t, ts, inf = rules.t, rules.t.timestamp_begin, float("inf")
+    logits[:, rules.suppress] = -inf
+    logits[:, t.no_timestamps] = -inf
+    col = torch.arange(logits.shape[-1])[None, :]
+    logits.masked_fill_(col > torch.tensor([ts + r.max_timestamp_index for r in rows])[:, None], -inf)
+    if not generated[0]:
+        logits[:, rules.begin_suppress] = -inf
+        logits[:, :ts] = -inf
+        logits[:, ts + rules.max_initial + 1:] = -inf
+        return logits
+    last = torch.tensor([s[-1] for s in generated])[:, None]
+    pen = torch.tensor([s[-2] if len(s) > 1 else ts for s in generated])[:, None]
+    latest = torch.tensor([next((x for x in reversed(s) if x >= ts), -1) for s in generated])[:, None]
+    last_ts, pen_ts = last >= ts, pen >= ts
+    logits.masked_fill_(last_ts & pen_ts & (col >= ts), -inf)
+    logits.masked_fill_(last_ts & ~pen_ts & (col < t.eot), -inf)
+    floor = torch.where(last_ts & ~pen_ts, latest, latest + 1)
+    logits.masked_fill_((latest >= 0) & (col >= ts) & (col < floor), -inf)
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    mass, best = torch.logsumexp(logprobs[:, ts:], dim=-1), logprobs[:, :ts].max(dim=-1).values
+    logits.masked_fill_((mass > best)[:, None] & (col < ts), -inf)
+    return logits
+
+
+def test_the_sliced_rules_mask_exactly_what_the_whole_vocabulary_rules_mask(en, rules):
+    ts, rng = en.timestamp_begin, np.random.default_rng(7)
+    for trial in range(200):
+        batch = int(rng.integers(1, 5))
+        rows = [RowSpec([en.sot], 0, int(rng.integers(0, 1501))) for _ in range(batch)]
+        length = 0 if trial % 10 == 0 else int(rng.integers(1, 12))   # first steps too
+        generated = [[int(ts + rng.integers(0, 300)) if rng.random() < 0.4 else int(rng.integers(0, en.eot))
+                      for _ in range(length)] for _ in rows]
+        scale = float(rng.choice([1.0, 5.0, 20.0]))   # flat to peaked: both sides of the timestamp-mass rule
+        logits = torch.randn(batch, 51864) * scale
+        logits[:, ts:] += float(rng.normal(0, 5))
+        expected = _rules_over_the_whole_vocabulary(rules, logits.clone(), generated, rows)
+        assert torch.equal(rules.apply(logits.clone(), generated, rows), expected), (trial, generated, rows)
+
+
 # ------------------------------------------------------------------------ segments and words
 
 

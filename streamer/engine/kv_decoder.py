@@ -7,11 +7,18 @@ shape: a ``[layers, batch, heads, 448, head_dim]`` cache written in place at a t
 Fixed shapes are what ``torch.compile(mode="reduce-overhead")`` needs to capture a CUDA graph
 once per batch size and replay it for every token; on the CPU the same code attends only
 over the filled part of the cache.
+
+The cross-attention keys and values (every layer's projection of the 1,500 encoder frames) are
+what a decoder step reads most: 36 MB per token for base in float32. ``cross_dtype`` stores
+them in another float type (bfloat16 on the CPU, ``engine.cross_attention_dtype``), contiguous,
+so each step reads half the bytes; the queries are cast to it and the output back.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -30,8 +37,10 @@ class DecoderState:
 
 
 class KVDecoder(nn.Module):
-    def __init__(self, model: nn.Module, max_len: int | None = None):
+    def __init__(self, model: nn.Module, max_len: int | None = None, cross_dtype: torch.dtype | None = None):
         super().__init__()
+        self.cross_dtype = cross_dtype  # None: the encoder output's dtype
+        self._shared: tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]] | None = None
         decoder = model.get_decoder() if hasattr(model, "get_decoder") else model.model.decoder
         config = model.config
         self.embed_tokens = decoder.embed_tokens
@@ -68,8 +77,11 @@ class KVDecoder(nn.Module):
 
         With ``into`` the projections are copied into preallocated buffers (same batch size).
         """
-        cross_k = [self._split_heads(layer.encoder_attn.k_proj(encoder_out)) for layer in self.layers]
-        cross_v = [self._split_heads(layer.encoder_attn.v_proj(encoder_out)) for layer in self.layers]
+        if self._shared is not None and self._shared[0] is encoder_out:
+            cross_k, cross_v = list(self._shared[1]), list(self._shared[2])
+        else:
+            cross_k = [self._cross_projection(layer.encoder_attn.k_proj, encoder_out, into) for layer in self.layers]
+            cross_v = [self._cross_projection(layer.encoder_attn.v_proj, encoder_out, into) for layer in self.layers]
         if into is None:
             batch = encoder_out.shape[0]
             shape = (len(self.layers), batch, self.n_heads, self.max_len, self.head_dim)
@@ -80,6 +92,29 @@ class KVDecoder(nn.Module):
             buffer.copy_(value)
         into.valid.zero_()
         return into
+
+    @contextmanager
+    def sharing_projections(self, encoder_out: torch.Tensor) -> Iterator[None]:
+        """Within the block, every :meth:`start` on this very tensor reuses one set of cross-attention keys/values.
+
+        A window's language detection, decode and word-time pass each start from the same encoder
+        output; projecting it once saves two of three projections of 1,500 frames per layer. The
+        set is dropped on leaving, so no window's keys outlive its decode.
+        """
+        cross = [[self._cross_projection(layer.encoder_attn.k_proj, encoder_out, None) for layer in self.layers],
+                 [self._cross_projection(layer.encoder_attn.v_proj, encoder_out, None) for layer in self.layers]]
+        self._shared = (encoder_out, *cross)
+        try:
+            yield
+        finally:
+            self._shared = None
+
+    def _cross_projection(self, projection: nn.Module, encoder_out: torch.Tensor,
+                          into: DecoderState | None) -> torch.Tensor:
+        heads = self._split_heads(projection(encoder_out))
+        if into is not None or self.cross_dtype is None:
+            return heads  # copied into the static buffers as they are
+        return heads.to(self.cross_dtype).contiguous()  # contiguous: the CPU attention kernel reads it faster
 
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
                 state: DecoderState, attend_len: int | None = None,
@@ -122,7 +157,8 @@ class KVDecoder(nn.Module):
         q = self._split_heads(attn.q_proj(layer.encoder_attn_layer_norm(x)))
         if cross_queries is not None:
             cross_queries[i] = q
-        out = F.scaled_dot_product_attention(q, state.cross_k[i], state.cross_v[i])
+        keys = state.cross_k[i]
+        out = F.scaled_dot_product_attention(q.to(keys.dtype), keys, state.cross_v[i]).to(x.dtype)
         return attn.out_proj(self._merge_heads(out))
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -62,7 +62,8 @@ def choose_languages(requests: Sequence[DecodeRequest], encoder_out: torch.Tenso
     if not tokens.multilingual:
         asked = set(wanted)
         return [LanguageChoice("en", 1.0, ENGLISH_ONLY if i in asked else ()) for i in range(len(requests))]
-    found = dict(zip(wanted, detect_languages(decoder, encoder_out[wanted], tokens))) if wanted else {}
+    windows = encoder_out if len(wanted) == len(requests) else encoder_out[wanted]  # the same tensor: shared keys
+    found = dict(zip(wanted, detect_languages(decoder, windows, tokens))) if wanted else {}
     choices = []
     for i, request in enumerate(requests):
         candidates = found.get(i, ())

@@ -77,7 +77,8 @@ class WhisperEngine(WordTimingViews):
         if self.encoder_dtype != dtype:
             self.dtype += f", encoder {str(self.encoder_dtype).removeprefix('torch.')}"
         self.languages = tokens.languages
-        self.decoder = KVDecoder(model)
+        self.decoder = KVDecoder(model, cross_dtype=_cross_dtype(config.cross_attention_dtype, device,
+                                                                 self.encoder_dtype))
         self.features = WhisperFeatureExtractor(feature_size=model.config.num_mel_bins)
         # recent transformers compute the STFT with torch on the model's device (a batch of 32 on the GPU)
         self._features_on_device = "device" in inspect.signature(self.features.__call__).parameters
@@ -116,11 +117,12 @@ class WhisperEngine(WordTimingViews):
         fixed = not self.tokens.multilingual or all(r.language and not r.detect_language for r in requests)
         encoder_out = self.encode(audios, cut=fixed)
         t1 = time.perf_counter()
-        languages = choose_languages(requests, encoder_out, self.decoder, self.tokens)
-        rows = [self._row(r, lang, len(a) / SAMPLE_RATE) for r, lang, a in zip(requests, languages, audios)]
-        results, stats = self._greedy(encoder_out, rows, [self._draft(r) for r in requests])
-        t2 = time.perf_counter()
-        hyps = self._hypotheses(requests, audios, encoder_out, rows, results, languages)
+        with self.decoder.sharing_projections(encoder_out):  # detection, decode and word times: one projection
+            languages = choose_languages(requests, encoder_out, self.decoder, self.tokens)
+            rows = [self._row(r, lang, len(a) / SAMPLE_RATE) for r, lang, a in zip(requests, languages, audios)]
+            results, stats = self._greedy(encoder_out, rows, [self._draft(r) for r in requests])
+            t2 = time.perf_counter()
+            hyps = self._hypotheses(requests, audios, encoder_out, rows, results, languages)
         t3 = time.perf_counter()
         self.last_timing = {"encode": t1 - t0, "decode": t2 - t1, "align": t3 - t2,
                             "tokens": float(sum(len(r.tokens) for r in results)),
@@ -300,6 +302,20 @@ def _encoder_dtype(name: str, device: torch.device, dtype: torch.dtype, int8: bo
         return torch.bfloat16
     has_amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     return torch.bfloat16 if int8 and has_amx() else dtype
+
+
+def _cross_dtype(name: str, device: torch.device, encoder_dtype: torch.dtype) -> torch.dtype | None:
+    """The cross-attention keys/values' dtype on the CPU (None: the encoder output's, float32 there).
+
+    ``auto`` follows a bfloat16 encoder, whose output already has bfloat16's precision: a step
+    then reads half the bytes (docs/engine.md, measured there). The GPU path keeps its dtype
+    (its static buffers and captured graphs are typed once).
+    """
+    if device.type != "cpu" or name == "model":
+        return None
+    if name == "bfloat16" or encoder_dtype == torch.bfloat16:
+        return torch.bfloat16
+    return None
 
 
 def _load_model(source: Path | str, dtype: torch.dtype, device: torch.device):
