@@ -8,6 +8,7 @@ batch size the daemon uses, so nothing recompiles while serving.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -117,7 +118,7 @@ class WhisperEngine(WordTimingViews):
         fixed = not self.tokens.multilingual or all(r.language and not r.detect_language for r in requests)
         encoder_out = self.encode(audios, cut=fixed)
         t1 = time.perf_counter()
-        with self.decoder.sharing_projections(encoder_out):  # detection, decode and word times: one projection
+        with self._one_projection(encoder_out):
             languages = choose_languages(requests, encoder_out, self.decoder, self.tokens)
             rows = [self._row(r, lang, len(a) / SAMPLE_RATE) for r, lang, a in zip(requests, languages, audios)]
             results, stats = self._greedy(encoder_out, rows, [self._draft(r) for r in requests])
@@ -128,6 +129,16 @@ class WhisperEngine(WordTimingViews):
                             "tokens": float(sum(len(r.tokens) for r in results)),
                             **{k: float(v) for k, v in stats.items()}}
         return hyps
+
+    def _one_projection(self, encoder_out: torch.Tensor):
+        """Detection, decode and word times share one projection of the cross-attention keys on the CPU.
+
+        Not on a GPU: there a batch of 64 large-v3 windows holds 16 GB of them, and keeping a set
+        for the whole decode beside the static buffers would raise the peak by that much.
+        """
+        if self.torch_device.type != "cpu":
+            return contextlib.nullcontext()
+        return self.decoder.sharing_projections(encoder_out)
 
     def _draft(self, request: DecodeRequest) -> tuple[int, ...]:
         """The request's draft, if drafts are on; ids the model cannot emit are dropped (a stale caller)."""
