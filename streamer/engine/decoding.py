@@ -58,8 +58,8 @@ class TimestampRules:
         ts, device = self.t.timestamp_begin, logits.device
         logits[:, self.suppress] = -math.inf
         logits[:, self.t.no_timestamps] = -math.inf
-        # the timestamp rules work on this view (1,500 columns, not the whole vocabulary): a step's rules
-        # cost a fifth as much on the CPU (docs/engine.md)
+        # the timestamp rules work on this view (1,501 columns, not the whole vocabulary): a step's rules
+        # cost half as much on the CPU (docs/engine.md)
         stamps = logits[:, ts:]
         col = torch.arange(stamps.shape[-1], device=device)[None, :]
         limits = torch.tensor([r.max_timestamp_index for r in rows], device=device)[:, None]

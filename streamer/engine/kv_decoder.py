@@ -80,8 +80,7 @@ class KVDecoder(nn.Module):
         if self._shared is not None and self._shared[0] is encoder_out:
             cross_k, cross_v = list(self._shared[1]), list(self._shared[2])
         else:
-            cross_k = [self._cross_projection(layer.encoder_attn.k_proj, encoder_out, into) for layer in self.layers]
-            cross_v = [self._cross_projection(layer.encoder_attn.v_proj, encoder_out, into) for layer in self.layers]
+            cross_k, cross_v = self._cross_keys_values(encoder_out, into)
         if into is None:
             batch = encoder_out.shape[0]
             shape = (len(self.layers), batch, self.n_heads, self.max_len, self.head_dim)
@@ -101,13 +100,18 @@ class KVDecoder(nn.Module):
         output; projecting it once saves two of three projections of 1,500 frames per layer. The
         set is dropped on leaving, so no window's keys outlive its decode.
         """
-        cross = [[self._cross_projection(layer.encoder_attn.k_proj, encoder_out, None) for layer in self.layers],
-                 [self._cross_projection(layer.encoder_attn.v_proj, encoder_out, None) for layer in self.layers]]
-        self._shared = (encoder_out, *cross)
+        self._shared = (encoder_out, *self._cross_keys_values(encoder_out, None))
         try:
             yield
         finally:
             self._shared = None
+
+    def _cross_keys_values(self, encoder_out: torch.Tensor,
+                           into: DecoderState | None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Every layer's cross-attention keys and values of ``encoder_out``."""
+        attns = [layer.encoder_attn for layer in self.layers]
+        return ([self._cross_projection(a.k_proj, encoder_out, into) for a in attns],
+                [self._cross_projection(a.v_proj, encoder_out, into) for a in attns])
 
     def _cross_projection(self, projection: nn.Module, encoder_out: torch.Tensor,
                           into: DecoderState | None) -> torch.Tensor:
