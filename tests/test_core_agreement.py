@@ -140,3 +140,24 @@ def test_the_same_word_far_apart_in_time_is_not_agreement():
     la.insert(earlier)
     assert la.insert(skipped) == [] and texts(la.tentative) == ["que", "me", "daria", "mas"]
     assert common_prefix_length([words("que la", start=31.0), words("que la", start=31.6)]) == 2  # jitter agrees
+
+
+def test_a_committed_word_joined_by_a_hyphen_to_the_next_keeps_the_next():
+    """The sonnet: "bud," was committed, then a pause window heard "bud-barreest thy content".
+    The word after the hyphen is new (it was lost); "bud" is not written twice."""
+    committed = [Word(" own", 38.6, 38.9), Word(" bud,", 38.9, 39.3)]
+    before = [Word(" own", 38.6, 38.9), Word(" bud-barreest", 38.9, 39.9), Word(" thy", 40.0, 40.2)]
+    assert [(w.word, w.start) for w in new_words_after(committed, before)] == [(" barreest", 39.3), (" thy", 40.0)]
+    after = [Word(" own", 38.6, 38.9), Word(" bud-barreest", 39.2, 39.9), Word(" thy", 40.0, 40.2)]
+    assert texts(new_words_after(committed, after)) == ["barreest", "thy"]
+    # the same word heard again, hyphenated or not, and a hyphenated word that starts otherwise
+    assert texts(new_words_after([Word(" self-substantial", 1.0, 1.8)],
+                                 [Word(" self-substantial", 1.0, 1.8), Word(" fuel", 1.9, 2.2)])) == ["fuel"]
+    assert texts(new_words_after([Word(" bud", 1.0, 1.3)], [Word(" bud-", 1.0, 1.6), Word(" x", 1.7, 1.9)])) == ["x"]
+    assert texts(new_words_after([Word(" well", 1.0, 1.3)],
+                                 [Word(" well", 1.0, 1.3), Word(" well-known", 1.4, 1.9)])) == ["well-known"]
+
+
+def test_a_hyphen_joined_word_that_ends_with_the_committed_one_adds_nothing():
+    committed = [Word(" self", 2.0, 2.5)]
+    assert texts(new_words_after(committed, [Word(" self-thy", 2.0, 2.52), Word(" foe", 2.6, 2.9)])) == ["foe"]

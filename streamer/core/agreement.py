@@ -67,7 +67,28 @@ def new_words_after(committed: Sequence[Word], words: Sequence[Word]) -> list[Wo
     split = _refine_split(committed, words, split, last_end)
     if split < len(words) and _respelled(committed[-1], words[split]):
         split += 1
+    for i in (split - 1, split):  # the word the committed one may have been joined into
+        joined = _joined_remainder(committed[-1], words[i]) if 0 <= i < len(words) else None
+        if joined is not None:
+            return [joined, *words[i + 1:]]
     return words[split:]
+
+
+def _joined_remainder(last: Word, word: Word) -> Word | None:
+    """The new part of ``word`` if it is the committed ``last`` word hyphen-joined to the next one.
+
+    A later window may write two words as one: the sonnet's committed "bud," came back as
+    "bud-barreest" (for "bud buriest"). Taken as the committed word heard again, the word after
+    the hyphen was lost; taken as new, "bud" was written twice. Its part after the hyphen is the
+    new word, timed from the committed word's end.
+    """
+    head, hyphen, rest = word.word.strip().partition("-")
+    key = normalize_word(head)
+    if not hyphen or not normalize_word(rest).isalnum() or not key.isalnum() or key != normalize_word(last.word):
+        return None
+    if word.start >= last.end or word.end <= last.end + TIME_TOLERANCE:
+        return None  # a word of its own after the committed one, or one that ends with it: nothing joined
+    return Word(" " + rest, max(word.start, last.end), word.end, word.probability)
 
 
 def _respelled(last: Word, first: Word) -> bool:
