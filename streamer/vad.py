@@ -189,10 +189,15 @@ def detector_for(config: "StreamConfig") -> SpeechDetector | None:
     return ConditionedDetector(SileroDetector(), Conditioner(config.vad_highpass, max_gain_db=max_gain))
 
 
-def warm_up_silero(windows: int = 96) -> None:
-    """Run silero once: its TorchScript model is slow on its first calls, which a client would feel."""
-    detector = SileroDetector()
-    for _ in range(3):
+def warm_up_detector(config: "StreamConfig", windows: int = 96) -> None:
+    """Build and run a stream's detector once, before the first client would feel what that costs.
+
+    silero's TorchScript model is slow on its first calls, and the conditioner imports scipy's
+    filters (0.2 s holding the interpreter lock, which stalled the event loop for every client
+    when the first stream started).
+    """
+    detector = detector_for(config)
+    for _ in range(3 if detector is not None else 0):
         detector.probabilities(np.zeros(WINDOW * windows // 3, dtype=np.float32))
 
 

@@ -179,3 +179,16 @@ def test_real_vad_commits_words_of_each_utterance(speech):
     proc = StreamProcessor(StreamConfig(), detector_for(StreamConfig()))
     feed_and_drain(proc, ScriptedEngine(script), speech)
     assert proc.committed_text == "quick fox streaming quickly"
+
+
+def test_the_daemon_warm_up_builds_the_stream_detector_with_its_conditioner():
+    """The first stream's start used to import scipy's filters (for the VAD's high-pass) while
+    holding the interpreter lock, stalling the event loop for 0.2 s; the warm-up does it first."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from streamer.config import StreamConfig; from streamer.vad import warm_up_detector; "
+            "assert 'scipy.signal' not in sys.modules; warm_up_detector(StreamConfig(use_vad=False)); "
+            "assert 'scipy.signal' not in sys.modules; warm_up_detector(StreamConfig()); "
+            "assert 'scipy.signal' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

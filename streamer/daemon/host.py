@@ -132,15 +132,15 @@ class SessionHost:
         return self.scheduler is not None
 
     async def warm_up(self) -> None:
-        """Run the VAD once on the core thread, before the first client pays for its slow first calls.
+        """Build and run a stream's VAD once on the core thread, before the first client pays for its first calls.
 
         The loop-stall gauge restarts afterwards, so it measures serving, not model loading.
         """
         if self.scheduler is not None and self.settings.stream.use_vad:
-            from streamer.vad import warm_up_silero
+            from streamer.vad import warm_up_detector
 
             try:
-                await self.scheduler.call(warm_up_silero)
+                await self.scheduler.call(warm_up_detector, self.settings.stream)
             except Exception as exc:  # only a latency nicety: sessions will load it themselves
                 log.warning("stream core warm-up failed: %s", exc)
         self.monitor.reset()
