@@ -17,6 +17,7 @@ from streamer.core.guards import drop_nonspeech
 from streamer.hypothesis import SAMPLE_RATE, Word
 
 BEYOND_END = 0.2        # s: words starting this far past the window's audio are invented
+END_PILEUP = 0.05       # s: only one word can start this close to the window's end; the ones after it are invented
 NONSPEECH_TOLERANCE = 0.1  # s: Whisper's word times are this loose; a word farther from speech is invented
 MAX_WORD_SECONDS = 0.5  # plus 0.15 s per character: Whisper stretches a window's last word to its end
 KEEP_AFTER_TRIM = 0.5   # a trim keeps about this fraction of trim_to (committed audio as context)
@@ -27,15 +28,23 @@ LEADING_JUNK = frozenset(".,;:!?…。、，！？：；")  # marks that close s
 
 def stream_words(words: Sequence[Word], timemap: TimeMap,
                  speech: list[tuple[float, float]] | None) -> list[Word]:
-    """Window times -> stream times; drop words past the audio or outside VAD speech (``speech``), and
-    marks alone before the first word (Whisper echoing a prompt's punctuation: "not! . What your")."""
+    """Window times -> stream times; drop words past the audio or outside VAD speech (``speech``), all
+    but the first of the words that start at the window's very end, and marks alone before the first
+    word (Whisper echoing a prompt's punctuation: "not! . What your")."""
     length = sum(n for _, n in timemap.runs) / SAMPLE_RATE
     out = []
+    at_end = 0
     for w in dropwhile(lambda w: w.word.strip() and set(w.word.strip()) <= LEADING_JUNK, words):
         if "\ufffd" in w.word:  # never commit a broken character, whatever the engine sends
             w = Word(w.word.replace("\ufffd", ""), w.start, w.end, w.probability)
         if w.start > length + BEYOND_END or not w.word.strip():
             continue
+        if w.start >= length - END_PILEUP and any(ch.isalnum() for ch in w.word):
+            # Whisper going on past the audio times every invented word at the window's end
+            # ("his life was a bit more than a single day", nine words at one instant)
+            at_end += 1
+            if at_end > 1:
+                continue
         start = timemap.to_stream(w.start)
         longest = MAX_WORD_SECONDS + 0.15 * len(w.word.strip())
         end = max(timemap.to_stream(min(w.end, length, w.start + longest)), start)
