@@ -197,7 +197,9 @@ def warm_up_detector(config: "StreamConfig", windows: int = 96) -> None:
     when the first stream started).
     """
     detector = detector_for(config)
-    for _ in range(3 if detector is not None else 0):
+    if detector is None:
+        return
+    for _ in range(3):
         detector.probabilities(np.zeros(WINDOW * windows // 3, dtype=np.float32))
 
 
