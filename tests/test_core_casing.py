@@ -58,3 +58,10 @@ def test_capitals_do_not_hide_a_false_break_from_the_text_benchmark() -> None:
     assert unreferenced_breaks(reference, "Das ist. Gut ganz neu ist es.", "de") == 1
     assert unreferenced_breaks(reference, "Das ist gut. Ganz neu ist es.", "de") == 0
     assert unreferenced_breaks("no marks at all", "no. marks", "en") is None
+
+
+def test_a_dotted_abbreviation_is_no_false_break() -> None:
+    """The LJ reference itself has "printed in black letter, i.e. the letter which was"."""
+    assert false_breaks("printed in black letter, i.e. the letter") == 0
+    assert false_breaks("we are concerned different. from most") == 1
+    assert false_breaks("e.g. this. and that") == 1   # the abbreviation is skipped, the break after it is not

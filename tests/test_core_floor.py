@@ -37,3 +37,13 @@ def test_the_resumed_tail_is_no_prompt_over_its_own_audio() -> None:
     assert prompt.build([], before=3.0) == "ask not what your"
     prompt.reset(0)                                      # after a suspect or an empty prompted decode
     assert prompt.build([], before=3.0) == ""
+
+
+def test_a_prompt_of_marks_alone_is_no_prompt() -> None:
+    """After a reset, the first commit may be the held period of the word before it: no context."""
+    prompt = PromptBuilder(max_chars=100)
+    words = [w("cruel", 1.0, 1.4), Word(".", 1.4, 1.4)]  # a decided mark: its own item, no space
+    prompt.reset(1)
+    assert prompt.build(words) == ""
+    prompt.reset(0)
+    assert prompt.build(words) == "cruel."

@@ -25,6 +25,7 @@ from streamer.bench.metrics import normalize_text
 
 UNSPACED = {"ja", "zh", "th", "lo", "my", "km", "yue", "bo"}
 _BREAK = re.compile(r"[.?!。？！]\s+[\"'(¿¡]*(\w)")
+_ABBREVIATION = re.compile(r"(?:^|\s)(?:\w\.){2,}$")  # "i.e.", "e.g.", "U.S." ending where the mark is
 
 
 @lru_cache(maxsize=1)
@@ -86,8 +87,12 @@ def cased_errors(reference: str, hypothesis: str, language: str) -> Errors:
 
 
 def false_breaks(text: str) -> int:
-    """Sentence marks followed by a word that starts lower case (meaningless for caseless scripts)."""
-    return sum(1 for match in _BREAK.finditer(text) if match.group(1).islower())
+    """Sentence marks followed by a word that starts lower case (meaningless for caseless scripts).
+
+    The period of a dotted abbreviation ("black letter, i.e. the letter") ends no sentence.
+    """
+    return sum(1 for match in _BREAK.finditer(text)
+               if match.group(1).islower() and not _ABBREVIATION.search(text, 0, match.start() + 1))
 
 
 def _marked_words(text: str) -> list[tuple[str, bool]]:

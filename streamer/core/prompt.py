@@ -11,7 +11,6 @@ from typing import Sequence
 
 from streamer.hypothesis import Word
 
-
 PROMPT_TOLERANCE = 0.05  # s: a committed word ending this close after the window start is still "before" it
 
 
@@ -54,4 +53,7 @@ class PromptBuilder:
                 room = self.max_chars - size
                 cut = self.earlier[-room:]
                 picked.append(cut[cut.find(" "):] if len(self.earlier) > room and " " in cut else cut)
-        return "".join(reversed(picked)).strip()
+        text = "".join(reversed(picked)).strip()
+        # Marks alone are no context (a reset prompt that got only the held period decided after
+        # it): Whisper may loop on a prompt's punctuation (tiny.en, ". Ask, not": ". . . . . .").
+        return text if any(ch.isalnum() for ch in text) else ""
