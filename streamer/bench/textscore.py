@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from streamer.bench.metrics import normalize_text
+from streamer.core.casing import ends_sentence
 
 UNSPACED = {"ja", "zh", "th", "lo", "my", "km", "yue", "bo"}
 _BREAK = re.compile(r"[.?!。？！]\s+[\"'(¿¡]*(\w)")
-_ABBREVIATION = re.compile(r"(?:^|\s)(?:\w\.){2,}$")  # "i.e.", "e.g.", "U.S." ending where the mark is
 
 
 @lru_cache(maxsize=1)
@@ -89,10 +89,11 @@ def cased_errors(reference: str, hypothesis: str, language: str) -> Errors:
 def false_breaks(text: str) -> int:
     """Sentence marks followed by a word that starts lower case (meaningless for caseless scripts).
 
-    The period of a dotted abbreviation ("black letter, i.e. the letter") ends no sentence.
+    A mark counts where the stream's own casing rule takes it as a sentence end: not the period of
+    an abbreviation ("black letter, i.e. the letter"), not an ellipsis.
     """
     return sum(1 for match in _BREAK.finditer(text)
-               if match.group(1).islower() and not _ABBREVIATION.search(text, 0, match.start() + 1))
+               if match.group(1).islower() and ends_sentence(text[:match.start() + 1]))
 
 
 def _marked_words(text: str) -> list[tuple[str, bool]]:
