@@ -87,6 +87,9 @@ class StreamConfig(_Section):
     carry_context: float = Field(0.0, ge=0, le=10, description="seconds of an utterance's last committed words "
                                  "decoded again at the start of the next one, until it has 2.5 s of its own (audio "
                                  "context for short utterances across pauses); 0 = off (docs/streaming.md)")
+    commit_beam_size: int = Field(0, ge=0, le=10, description="beam for the decodes that commit on their own (pause, "
+                                  "final, forced), where greedy's near-ties become text; 0 = engine.beam_size "
+                                  "(docs/streaming.md)")
     pause_commit: float = Field(0.2, ge=0, le=2, description="VAD pause (s) that commits the words before it; 0 = off")
     end_silence: float = Field(0.5, ge=0.1, le=5, description="VAD silence that closes an utterance, s")
     long_silence: float = Field(2.0, ge=0.1, le=60, description="silence after which a word's held trailing "

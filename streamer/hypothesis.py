@@ -89,6 +89,9 @@ class DecodeRequest:
     # guard would reject the hypothesis anyway, and a loop runs to the token limit (seconds on a CPU).
     # None decodes to <|endoftext|> or the limit, as Whisper does (offline baselines).
     stop_ratio: float | None = None
+    # a beam for this window (1 = greedy); None = the engine's ``engine.beam_size``. Engines without
+    # beam search, and the compiled CUDA loop, decode greedily.
+    beam_size: int | None = None
 
 
 class EngineError(Exception):

@@ -443,6 +443,21 @@ def test_utterance_settled_by_its_pause_decode_needs_no_final_decode():
     assert len(engine.calls) == 2 and proc.committed_text == "w0 w1 w2 w3 w4 w5 w6"
 
 
+def test_only_decodes_that_commit_on_their_own_ask_for_the_commit_beam():
+    """Updates are voted on by the next hypothesis; a pause or final decode decides alone (near-ties become text)."""
+    words = timeline(12, start=1.0)
+    detector = [(0.95, 3.75), (4.05, 5.75)]
+    engine = ScriptedEngine(timeline_script(words))
+    proc = StreamProcessor(StreamConfig(min_chunk=1.0, commit_beam_size=4), ScriptedDetector(detector))
+    feed_and_drain(proc, engine, noise(7.0))
+    beams = {(call.offset, round(call.audio.size / SR, 2)): call.beam_size for call in engine.calls}
+    assert set(beams.values()) == {None, 4} and len(engine.calls) >= 4
+    plain = ScriptedEngine(timeline_script(words))
+    feed_and_drain(StreamProcessor(StreamConfig(min_chunk=1.0), ScriptedDetector(detector)), plain, noise(7.0))
+    windows = [(call.offset, round(call.audio.size / SR, 2)) for call in plain.calls]
+    assert windows == list(beams) and {call.beam_size for call in plain.calls} == {None}
+
+
 def test_pause_seen_while_a_decode_was_in_flight_still_commits():
     """The engine is busy when the pause happens; the pause decode runs later, after speech resumed."""
     words = timeline(5, start=1.0) + timeline(3, start=3.3, prefix="v")

@@ -319,7 +319,12 @@ class StreamProcessor:
         return DecodeRequest(audio=audio, prompt=prompt, language=choice.language, task=self.task,
                              offset=timemap.start, vocabulary=self.vocabulary, detect_language=choice.detect,
                              draft=draft if drafted is utterance else (),
-                             stop_ratio=self.config.compression_ratio_threshold)
+                             stop_ratio=self.config.compression_ratio_threshold, beam_size=self._beam_size(kind))
+
+    def _beam_size(self, kind: Kind) -> int | None:
+        """A decode that commits on its own (no later hypothesis votes on its words) may get a wider search."""
+        alone = kind in ("pause", "final", "forced")
+        return self.config.commit_beam_size if alone and self.config.commit_beam_size else None
 
     # ----------------------------------------------------------------- results
 

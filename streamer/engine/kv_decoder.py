@@ -40,7 +40,8 @@ class KVDecoder(nn.Module):
     def __init__(self, model: nn.Module, max_len: int | None = None, cross_dtype: torch.dtype | None = None):
         super().__init__()
         self.cross_dtype = cross_dtype  # None: the encoder output's dtype
-        self._shared: tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]] | None = None
+        # (encoder output, its keys, its values) projected once inside ``sharing_projections``, and row subsets of it
+        self._shared: list[tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]] = []
         decoder = model.get_decoder() if hasattr(model, "get_decoder") else model.model.decoder
         config = model.config
         self.embed_tokens = decoder.embed_tokens
@@ -77,8 +78,9 @@ class KVDecoder(nn.Module):
 
         With ``into`` the projections are copied into preallocated buffers (same batch size).
         """
-        if self._shared is not None and self._shared[0] is encoder_out:
-            cross_k, cross_v = list(self._shared[1]), list(self._shared[2])
+        shared = next((entry for entry in self._shared if entry[0] is encoder_out), None)
+        if shared is not None:
+            cross_k, cross_v = list(shared[1]), list(shared[2])
         else:
             cross_k, cross_v = self._cross_keys_values(encoder_out, into)
         if into is None:
@@ -100,11 +102,20 @@ class KVDecoder(nn.Module):
         output; projecting it once saves two of three projections of 1,500 frames per layer. The
         set is dropped on leaving, so no window's keys outlive its decode.
         """
-        self._shared = (encoder_out, *self._cross_keys_values(encoder_out, None))
+        self._shared = [(encoder_out, *self._cross_keys_values(encoder_out, None))]
         try:
             yield
         finally:
-            self._shared = None
+            self._shared = []
+
+    def select_rows(self, encoder_out: torch.Tensor, index: list[int]) -> torch.Tensor:
+        """Rows ``index`` of ``encoder_out`` (windows decoded apart from the rest of their batch, e.g. with a
+        beam); inside :meth:`sharing_projections` their keys are those rows of the shared set, not projected again."""
+        rows = encoder_out[index]
+        shared = next((entry for entry in self._shared if entry[0] is encoder_out), None)
+        if shared is not None:
+            self._shared.append((rows, [k[index] for k in shared[1]], [v[index] for v in shared[2]]))
+        return rows
 
     def _cross_keys_values(self, encoder_out: torch.Tensor,
                            into: DecoderState | None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -162,8 +173,25 @@ class KVDecoder(nn.Module):
         if cross_queries is not None:
             cross_queries[i] = q
         keys = state.cross_k[i]
-        out = F.scaled_dot_product_attention(q.to(keys.dtype), keys, state.cross_v[i]).to(x.dtype)
+        out = _cross_attend(q.to(keys.dtype), keys, state.cross_v[i]).to(x.dtype)
         return attn.out_proj(self._merge_heads(out))
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.proj_out(hidden)
+
+
+def _cross_attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Attention of ``q`` [rows, heads, T, dim] over the encoder frames; ``keys`` may have fewer rows.
+
+    With ``rows = windows x group`` (a beam search's hypotheses, consecutive per window) each window's
+    keys serve its ``group`` rows: their queries are folded into one longer query block, so the keys
+    are read once per window. Cross-attention has no mask, so every query is computed as it would be alone.
+    """
+    windows = keys.shape[0]
+    group = q.shape[0] // windows
+    if group == 1:
+        return F.scaled_dot_product_attention(q, keys, values)
+    rows, heads, length, dim = q.shape
+    folded = q.view(windows, group, heads, length, dim).transpose(1, 2).reshape(windows, heads, group * length, dim)
+    out = F.scaled_dot_product_attention(folded, keys, values)
+    return out.view(windows, heads, group, length, dim).transpose(1, 2).reshape(rows, heads, length, dim)

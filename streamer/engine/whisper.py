@@ -121,7 +121,7 @@ class WhisperEngine(WordTimingViews):
         with self._one_projection(encoder_out):
             languages = choose_languages(requests, encoder_out, self.decoder, self.tokens)
             rows = [self._row(r, lang, len(a) / SAMPLE_RATE) for r, lang, a in zip(requests, languages, audios)]
-            results, stats = self._greedy(encoder_out, rows, [self._draft(r) for r in requests])
+            results, stats = self._decode_rows(encoder_out, rows, requests)
             t2 = time.perf_counter()
             hyps = self._hypotheses(requests, audios, encoder_out, rows, results, languages)
         t3 = time.perf_counter()
@@ -147,15 +147,34 @@ class WhisperEngine(WordTimingViews):
         vocab = self.model.config.vocab_size
         return tuple(t for t in request.draft if 0 <= t < self.tokens.eot or self.tokens.timestamp_begin <= t < vocab)
 
-    def _greedy(self, encoder_out: torch.Tensor, rows: list[RowSpec], drafts: list[tuple[int, ...]]):
-        """Greedy decode (beam search with ``engine.beam_size`` > 1; the compiled CUDA path stays greedy); with
-        drafts, verified in blocks (on the compiled path too, with ``engine.drafts``); on the compiled path
-        rows are padded up to a warmed batch size."""
+    def _decode_rows(self, encoder_out: torch.Tensor, rows: list[RowSpec], requests: Sequence[DecodeRequest]):
+        """Every row decoded with its request's beam (greedy rows and each beam size in their own batch).
+
+        The compiled CUDA loop is greedy only: there every row is decoded greedily."""
+        drafts = [self._draft(r) for r in requests]
+        beams = [1 if self.compiled is not None else r.beam_size or self.config.beam_size for r in requests]
+        if len(set(beams)) == 1:
+            return self._greedy(encoder_out, rows, drafts, beams[0])
+        results: list = [None] * len(rows)
+        stats: dict[str, float] = {}
+        for beam in sorted(set(beams)):
+            index = [i for i, b in enumerate(beams) if b == beam]
+            part, part_stats = self._greedy(self.decoder.select_rows(encoder_out, index), [rows[i] for i in index],
+                                            [drafts[i] for i in index], beam)
+            for i, result in zip(index, part):
+                results[i] = result
+            for key, value in part_stats.items():
+                stats[key] = stats.get(key, 0.0) + value
+        return results, stats
+
+    def _greedy(self, encoder_out: torch.Tensor, rows: list[RowSpec], drafts: list[tuple[int, ...]], beam: int):
+        """Greedy decode (beam search with ``beam`` > 1); with drafts, verified in blocks (on the compiled path
+        too, with ``engine.drafts``); on the compiled path rows are padded up to a warmed batch size."""
         limit = self.config.max_new_tokens
         if self.compiled is not None:
             return self.compiled.decode(encoder_out, rows, self.rules, limit, drafts=drafts)
-        if self.config.beam_size > 1:
-            return beam_decode(self.decoder, encoder_out, rows, self.tokens, self.rules, limit, self.config.beam_size), {}
+        if beam > 1:
+            return beam_decode(self.decoder, encoder_out, rows, self.tokens, self.rules, limit, beam), {}
         trace = AttentionTrace(self.alignment_heads, self.tokens.eot) if self.config.fused_alignment else None
         if any(drafts):
             return drafted_decode(self.decoder, encoder_out, rows, self.tokens, self.rules, limit, drafts, trace=trace)
