@@ -47,3 +47,13 @@ def test_a_prompt_of_marks_alone_is_no_prompt() -> None:
     assert prompt.build(words) == ""
     prompt.reset(0)
     assert prompt.build(words) == "cruel."
+
+
+def test_committed_words_stay_in_time_order_whatever_a_later_window_says():
+    """A later window may time a word before one already committed; the timeline clients get stays ordered."""
+    from streamer.core.floor import in_time_order
+
+    new = [Word(" b", 5.672, 5.9), Word(" c", 5.95, 6.2), Word(" d", 5.9, 5.91)]
+    ordered = in_time_order(new, after=5.692)
+    assert [(w.word, w.start, w.end) for w in ordered] == [(" b", 5.692, 5.9), (" c", 5.95, 6.2), (" d", 5.95, 5.95)]
+    assert in_time_order(new[1:2], after=1.0) == new[1:2]  # words already in order are left as they are

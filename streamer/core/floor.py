@@ -41,3 +41,20 @@ class CommitFloor:
     def clamp(self, seconds: float) -> float:
         """A committed-until time never goes back before the floor."""
         return max(self.until, seconds)
+
+
+def in_time_order(new: Sequence[Word], after: float) -> list[Word]:
+    """``new`` committed words, each starting no earlier than the one before it (the first: ``after``).
+
+    Committed words are a timeline clients index by time. Whisper times each window on its own, so a
+    later window can place a word a few ms before one an earlier window committed (a resumed stream's
+    context window moved a word up to the floor, 20 ms before a word already committed past it); such a
+    word is moved to start where the previous one starts, its end no earlier than its start.
+    """
+    out = []
+    for word in new:
+        if word.start < after:
+            word = replace(word, start=after, end=max(word.end, after))
+        out.append(word)
+        after = word.start
+    return out

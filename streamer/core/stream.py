@@ -36,7 +36,7 @@ from streamer.core.buffer import TimeMap
 from streamer.core.casing import SentenceCase
 from streamer.core.commits import commit_final, commit_pause, commit_update
 from streamer.core.events import SpeechBoundary, TranscriptEvent
-from streamer.core.floor import CommitFloor
+from streamer.core.floor import CommitFloor, in_time_order
 from streamer.core.guards import assess, find_repetition_loop, prompt_may_have_failed
 from streamer.core.language import LanguagePolicy
 from streamer.core.probe import convincing
@@ -151,8 +151,7 @@ class StreamProcessor:
         if self.done:
             new += self._held.release()
         self._last_language = self._language.current or hypothesis.language or self._last_language
-        new = self._case.apply(new, self._last_language)
-        self._committed += new
+        new = self._commit(self._case.apply(new, self._last_language))
         if verdict.suspect:
             self._prompt.reset(len(self._committed))
         utterance.decoded_until = max(utterance.decoded_until, inflight.timemap.end)
@@ -393,9 +392,14 @@ class StreamProcessor:
             return None
         new: list[Word] = []
         if self._held.pending and (self.done or self._audio.silence_seconds() >= self.config.long_silence):
-            new = self._case.apply(self._held.release(), self._last_language)
-            self._committed += new
+            new = self._commit(self._case.apply(self._held.release(), self._last_language))
         return self._event(new) if new or self._utterance_done else None
+
+    def _commit(self, new: list[Word]) -> list[Word]:
+        """Append to the committed words, in time order (see :func:`in_time_order`)."""
+        new = in_time_order(new, self._committed[-1].start if self._committed else 0.0)
+        self._committed += new
+        return new
 
     def _event(self, new: list[Word]) -> TranscriptEvent | None:
         tentative = tuple(self._held.tentative + self._agreement.tentative)
