@@ -30,13 +30,8 @@ class CommitFloor:
         """The words of a window that lie after the floor (all of them once windows start past it)."""
         if window_start >= self.until:
             return list(words)
-        return [self._after_floor(w) for w in new_words_after(self._tail, words)]
-
-    def _after_floor(self, word: Word) -> Word:
-        """A new word that Whisper starts a few ms before the floor starts at it: the timeline stays ordered."""
-        if word.start >= self.until:
-            return word
-        return replace(word, start=self.until, end=max(word.end, self.until))
+        # a new word that Whisper starts a few ms before the floor starts at it: the timeline stays ordered
+        return [starting_no_earlier(w, self.until) for w in new_words_after(self._tail, words)]
 
     def clamp(self, seconds: float) -> float:
         """A committed-until time never goes back before the floor."""
@@ -53,8 +48,13 @@ def in_time_order(new: Sequence[Word], after: float) -> list[Word]:
     """
     out = []
     for word in new:
-        if word.start < after:
-            word = replace(word, start=after, end=max(word.end, after))
-        out.append(word)
-        after = word.start
+        out.append(starting_no_earlier(word, after))
+        after = out[-1].start
     return out
+
+
+def starting_no_earlier(word: Word, time: float) -> Word:
+    """``word``, moved to start at ``time`` if it starts before it (its end no earlier than its start)."""
+    if word.start >= time:
+        return word
+    return replace(word, start=time, end=max(word.end, time))

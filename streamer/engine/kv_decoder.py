@@ -78,7 +78,7 @@ class KVDecoder(nn.Module):
 
         With ``into`` the projections are copied into preallocated buffers (same batch size).
         """
-        shared = next((entry for entry in self._shared if entry[0] is encoder_out), None)
+        shared = self._shared_for(encoder_out)
         if shared is not None:
             cross_k, cross_v = list(shared[1]), list(shared[2])
         else:
@@ -112,10 +112,14 @@ class KVDecoder(nn.Module):
         """Rows ``index`` of ``encoder_out`` (windows decoded apart from the rest of their batch, e.g. with a
         beam); inside :meth:`sharing_projections` their keys are those rows of the shared set, not projected again."""
         rows = encoder_out[index]
-        shared = next((entry for entry in self._shared if entry[0] is encoder_out), None)
+        shared = self._shared_for(encoder_out)
         if shared is not None:
             self._shared.append((rows, [k[index] for k in shared[1]], [v[index] for v in shared[2]]))
         return rows
+
+    def _shared_for(self, encoder_out: torch.Tensor):
+        """The shared (tensor, keys, values) entry of this very tensor, if it has one."""
+        return next((entry for entry in self._shared if entry[0] is encoder_out), None)
 
     def _cross_keys_values(self, encoder_out: torch.Tensor,
                            into: DecoderState | None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

@@ -154,22 +154,23 @@ class WhisperEngine(WordTimingViews):
         drafts = [self._draft(r) for r in requests]
         beams = [1 if self.compiled is not None else r.beam_size or self.config.beam_size for r in requests]
         if len(set(beams)) == 1:
-            return self._greedy(encoder_out, rows, drafts, beams[0])
+            return self._decode_group(encoder_out, rows, drafts, beams[0])
         results: list = [None] * len(rows)
         stats: dict[str, float] = {}
         for beam in sorted(set(beams)):
             index = [i for i, b in enumerate(beams) if b == beam]
-            part, part_stats = self._greedy(self.decoder.select_rows(encoder_out, index), [rows[i] for i in index],
-                                            [drafts[i] for i in index], beam)
+            part, part_stats = self._decode_group(self.decoder.select_rows(encoder_out, index),
+                                                  [rows[i] for i in index], [drafts[i] for i in index], beam)
             for i, result in zip(index, part):
                 results[i] = result
             for key, value in part_stats.items():
                 stats[key] = stats.get(key, 0.0) + value
         return results, stats
 
-    def _greedy(self, encoder_out: torch.Tensor, rows: list[RowSpec], drafts: list[tuple[int, ...]], beam: int):
-        """Greedy decode (beam search with ``beam`` > 1); with drafts, verified in blocks (on the compiled path
-        too, with ``engine.drafts``); on the compiled path rows are padded up to a warmed batch size."""
+    def _decode_group(self, encoder_out: torch.Tensor, rows: list[RowSpec], drafts: list[tuple[int, ...]],
+                      beam: int):
+        """One group of rows: greedy, or beam search with ``beam`` > 1; with drafts, verified in blocks (on the
+        compiled path too, with ``engine.drafts``); on the compiled path rows are padded up to a warmed batch size."""
         limit = self.config.max_new_tokens
         if self.compiled is not None:
             return self.compiled.decode(encoder_out, rows, self.rules, limit, drafts=drafts)
