@@ -131,3 +131,28 @@ def test_faster_whisper_generates_exactly_max_new_tokens(shared_data):
     engine = load_engine(backend="faster-whisper", model="tiny.en", max_new_tokens=24, warmup=False)
     engine.decode(DecodeRequest(window, prompt="Printing history. " * 10))
     assert engine.last_timing["tokens"] == 24
+
+
+@pytest.mark.slow
+@needs_faster_whisper
+def test_faster_whisper_decodes_with_the_requests_beam(shared_data):
+    """A request's own beam (``stream.commit_beam_size``) reaches CTranslate2, as on the whisper backend."""
+    engine = load_engine(backend="faster-whisper", model="tiny.en", warmup=False)
+    asked: list[int] = []
+
+    class Recording:  # the real CTranslate2 model, its beam noted on the way in
+        def __init__(self, model):
+            self._model = model
+
+        def generate(self, *args, **kwargs):
+            asked.append(kwargs["beam_size"])
+            return self._model.generate(*args, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(self._model, name)
+
+    engine.model.model = Recording(engine.model.model)
+    audio = _jfk(shared_data)
+    texts = [engine.decode(DecodeRequest(audio, beam_size=beam)).text for beam in (None, 3)]
+    assert asked == [engine.config.beam_size, 3]
+    assert _words(texts[1]) == _words(JFK)

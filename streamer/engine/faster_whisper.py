@@ -78,8 +78,9 @@ class FasterWhisperEngine(WordTimingViews):
         language = self._language(request, encoded)
         prompt = self.tokens.prompt_prefix(request.prompt, request.vocabulary) + self.tokens.sot_sequence(language.code, request.task)
         limit = min(self.config.max_new_tokens, MAX_LENGTH - len(prompt))
+        beam = request.beam_size or self.config.beam_size  # a request may ask for its own (stream.commit_beam_size)
         result = self.model.model.generate(
-            encoded, [prompt], beam_size=self.config.beam_size, max_length=_max_length(limit, len(prompt)),
+            encoded, [prompt], beam_size=beam, max_length=_max_length(limit, len(prompt)),
             return_scores=True, return_no_speech_prob=True, suppress_blank=True, suppress_tokens=self._suppress,
             max_initial_timestamp_index=round(MAX_INITIAL_TIMESTAMP / TIME_PRECISION))[0]
         tokens = result.sequences_ids[0][:limit]
