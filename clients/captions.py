@@ -40,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="only committed text, line by line (for pipes)")
     p.add_argument("--output", "-o", action="append", default=[], type=Path, metavar="FILE",
                    help="write the transcript at the end: .txt, .srt, .vtt or .jsonl (repeatable)")
-    p.add_argument("--language", help="language code (default: detect)")
+    p.add_argument("--language", help="language code, or the expected languages to detect among, e.g. en,de "
+                   "(default: detect any)")
     p.add_argument("--task", choices=["transcribe", "translate"], default="transcribe")
     p.add_argument("--publish", metavar="NAME",
                    help="also show these captions to listen-only clients at /v1/captions?source=NAME")

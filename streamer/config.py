@@ -73,7 +73,8 @@ class EngineConfig(_Section):
 class StreamConfig(_Section):
     """The streaming policy: when to decode, what to commit, how big the buffer may grow."""
 
-    language: str | None = None
+    language: str | None = Field(None, description="a code (\"en\"), the expected languages to detect among "
+                                 "(\"en,de\"), or None to detect any (docs/streaming.md)")
     task: Literal["transcribe", "translate"] = "transcribe"
     min_chunk: float = Field(1.0, gt=0, le=10, description="seconds of new audio before a re-decode")
     agreement_n: int = Field(2, ge=1, le=5, description="LocalAgreement-n")

@@ -69,6 +69,7 @@ class DecodeRequest:
     ``language`` None asks the engine to detect the language (and decode in it);
     ``detect_language`` asks for the detector's candidates (:attr:`Hypothesis.language_probs`)
     even when ``language`` is set, so a caller can decide when the language really changed.
+    ``languages`` limits detection to those codes (the speaker's expected languages).
     """
 
     audio: np.ndarray
@@ -77,6 +78,7 @@ class DecodeRequest:
     language: str | None = None
     task: Task = "transcribe"
     detect_language: bool = False
+    languages: tuple[str, ...] = ()  # detection chooses among these only; empty = any the model knows
     # where the window starts on the stream's audio timeline, in seconds. Hypothesis times stay
     # window-relative (the caller maps them back); an engine may read it to place the window,
     # as the scripted timeline engine does to pick the words a window holds.

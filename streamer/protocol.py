@@ -125,11 +125,19 @@ def _as_int(name: str, value: Any) -> int:
 
 
 def _language(value: Any) -> str | None:
+    """None (detect), a code ("en"), or the expected languages to detect among ("en,de" or ["en", "de"])."""
     if value is None or (isinstance(value, str) and value.strip().lower() in ("", "null", "auto", "none")):
         return None
-    if not isinstance(value, str) or not value.replace("-", "").replace("_", "").isalpha() or len(value) > 16:
-        raise StartError(f"language must be null (detect) or a code such as \"en\", got {value!r}")
-    return value.strip().lower()
+    parts = value.split(",") if isinstance(value, str) else value if isinstance(value, list) else None
+    codes = [p.strip().lower() for p in parts if isinstance(p, str)] if parts else []
+    if not codes or len(codes) != len(parts) or not all(_is_code(c) for c in codes) or len(codes) > 16:
+        raise StartError(f"language must be null (detect), a code such as \"en\", or the languages to detect "
+                         f"among such as \"en,de\", got {value!r}")
+    return ",".join(dict.fromkeys(codes))
+
+
+def _is_code(code: str) -> bool:
+    return 0 < len(code) <= 16 and code.replace("-", "").replace("_", "").isalpha()
 
 
 def _as_bool(name: str, value: Any) -> bool:

@@ -21,6 +21,7 @@ import numpy as np
 
 from streamer.config import StreamConfig
 from streamer.core import StreamProcessor, TranscriptEvent
+from streamer.core.language import language_codes
 from streamer.hypothesis import SAMPLE_RATE, MAX_WINDOW_SECONDS, DecodeRequest, Engine, Hypothesis, Word
 from streamer.vad import detector_for
 
@@ -147,6 +148,8 @@ def transcribe_offline(engine: Engine, audio: np.ndarray, *, language: str | Non
     """
     if hasattr(engine, "with_encoder_buckets"):
         engine = engine.with_encoder_buckets([])
+    codes = language_codes(language)  # "en,de": detect among those
+    fixed, among = (codes[0], ()) if len(codes) == 1 else (None, codes)
     words: list[Word] = []
     pos = 0
     window = int(MAX_WINDOW_SECONDS * SAMPLE_RATE)
@@ -154,8 +157,8 @@ def transcribe_offline(engine: Engine, audio: np.ndarray, *, language: str | Non
         chunk = audio[pos:pos + window]
         prompt = "".join(w.word for w in words)[-prompt_chars:] if prompt_chars else ""
         offset = pos / SAMPLE_RATE
-        hyp = engine.decode(DecodeRequest(chunk, prompt=prompt.lstrip(), language=language, task=task,
-                                          offset=offset))
+        hyp = engine.decode(DecodeRequest(chunk, prompt=prompt.lstrip(), language=fixed, task=task,
+                                          offset=offset, languages=among))
         if pos + window >= audio.size:
             words += [w.shifted(offset) for w in hyp.words]
             break
@@ -191,7 +194,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--realtime", action="store_true",
                    help="feed audio at real-time pace by the wall clock, so decode time counts as it would live")
     p.add_argument("--events", help="write every transcript event as JSON lines (with t = wall seconds)")
-    p.add_argument("--language", help="language code (default: detect, or the config's)")
+    p.add_argument("--language", help="language code, or the expected languages to detect among, e.g. en,de "
+                   "(default: detect any, or the config's)")
     p.add_argument("--task", choices=["transcribe", "translate"], help="default: transcribe")
     # The transcript is the output: no INFO log lines unless -v (streamer/cli.py).
     p.set_defaults(func=main, log_level=logging.WARNING)

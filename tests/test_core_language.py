@@ -90,3 +90,11 @@ def test_the_stream_core_never_commits_a_window_decoded_in_a_guessed_language():
     assert {e.language for e in events if e.committed} <= {"es", "de"}
     assert "de15" in text.split()
     assert calls[0][0] is None and all(lang in ("es", "de") for lang, _ in calls[1:])
+
+
+def test_expected_languages_are_detected_among_and_kept_steady():
+    policy = LanguagePolicy("EN, de,en")
+    assert policy.fixed is None and policy.choice() == LanguageChoice(None, True, ("en", "de"))
+    policy.observe("en", [("en", 0.9), ("de", 0.1)], 2.0)
+    assert policy.choice() == LanguageChoice("en", True, ("en", "de"))
+    assert LanguagePolicy("de,").choice() == LanguageChoice("de", False)  # one code: fixed

@@ -429,10 +429,15 @@ async def test_a_language_or_prompt_the_model_cannot_take_is_refused_at_start():
         unknown = await run_stream(server.url, b"", {"language": "xx"}, stop=False)
         long = await run_stream(server.url, b"", {"prompt": "word " * 300}, stop=False)
         ok = await run_stream(server.url, pcm16(1.0), {"language": "de", "prompt": "Zyzzogeton, Kaltenbrunner"})
+        ok_call = engine.calls[-1]
+        unknown_among = await run_stream(server.url, b"", {"language": "en,xx"}, stop=False)
+        among = await run_stream(server.url, pcm16(1.0), {"language": "en,de"})
     assert unknown.errors == ["invalid_start"] and unknown.close_code == 1003
     assert "'xx'" in unknown.of("error")[0]["message"] and "de, " in unknown.of("error")[0]["message"]
+    assert unknown_among.errors == ["invalid_start"] and "'xx'" in unknown_among.of("error")[0]["message"]
+    assert among.close_code == 1000 and engine.calls[-1].languages == ("en", "de")
     assert long.errors == ["invalid_start"] and "limit" in long.of("error")[0]["message"]
-    assert ok.close_code == 1000 and engine.calls[-1].vocabulary == "Zyzzogeton, Kaltenbrunner"
+    assert ok.close_code == 1000 and ok_call.vocabulary == "Zyzzogeton, Kaltenbrunner"
 
 
 async def test_late_subscriber_gets_a_snapshot_then_every_later_word_once():

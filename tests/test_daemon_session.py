@@ -46,6 +46,7 @@ def test_start_defaults_and_ready():
     ({"sample_rate": "fast"}, "integer"), ({"sample_rate": True}, "integer"), ({"sample_rate": 16000.5}, "integer"),
     ({"encoding": "mp3"}, "encoding"), ({"channels": 3}, "channels"), ({"channels": 0}, "channels"),
     ({"task": "dance"}, "task"), ({"language": 5}, "language"), ({"language": "en; rm -rf"}, "language"),
+    ({"language": "en,"}, "language"), ({"language": ["en", 5]}, "language"), ({"language": []}, "language"),
 ])
 def test_invalid_start_is_fatal_1003(fields, fragment):
     s = new_session()
@@ -59,6 +60,8 @@ def test_query_strings_parse_like_json():
     params = parse_start({"sample_rate": "44100", "channels": "2", "encoding": "pcm_f32le", "language": "null"})
     assert params == StartParams(44100, "pcm_f32le", 2, None, "transcribe")
     assert parse_start({"language": "EN"}).language == "en"
+    among = parse_start({"language": "en, DE,en"}).language
+    assert among == parse_start({"language": ["en", "de"]}).language == "en,de"
     with pytest.raises(StartError):
         parse_start({"sample_rate": "-1"})
 

@@ -80,3 +80,45 @@ def test_scripted_engine_returns_the_scripted_evidence():
     assert engine.decode(DecodeRequest(audio)).language_probs == evidence
     assert engine.decode(DecodeRequest(audio, language="es", detect_language=True)).language_probs == evidence
     assert engine.decode(DecodeRequest(audio, language="es")).language_probs == ()
+
+
+def _check_expected_languages(engine, drawn_out: np.ndarray) -> str | None:
+    """Detection limited to the speaker's expected languages; the row beside it detects among all (its language)."""
+    among, free = engine.decode_batch([DecodeRequest(drawn_out, languages=("en", "de")), DecodeRequest(drawn_out)])
+    assert len(free.language_probs) == 5
+    assert {code for code, _ in among.language_probs} <= {"en", "de"} and among.language in ("en", "de")
+    assert sum(p for _, p in among.language_probs) == pytest.approx(1.0, abs=1e-3)
+    assert among.text and all(ch.isascii() for ch in among.text)
+    return free.language
+
+
+@pytest.fixture(scope="module")
+def drawn_out(shared_data) -> np.ndarray:
+    """mfa_long.wav's first 1.25 s of speech, the window a stream's first decodes see."""
+    return load_audio(shared_data / "mfa" / "mfa_long.wav")[int(1.09 * 16000):int(2.34 * 16000)]
+
+
+@pytest.mark.slow
+def test_whisper_backend_detects_among_the_expected_languages(base_engine, drawn_out):
+    assert _check_expected_languages(base_engine, drawn_out) == "ko"  # base hears the drawn-out "Montreal" as Korean
+
+
+@pytest.mark.slow
+@needs_faster_whisper
+def test_faster_whisper_backend_detects_among_the_expected_languages(drawn_out):
+    from streamer.engine.loader import load_engine
+
+    _check_expected_languages(load_engine(backend="faster-whisper", model="base", warmup=False), drawn_out)
+
+
+@pytest.mark.slow
+def test_a_stream_expecting_english_or_german_never_writes_another_script(base_engine, shared_data):
+    """Through the streaming core: without the list the first phrase came out as Korean ("마이...")."""
+    from streamer.config import StreamConfig
+    from streamer.replay import replay
+
+    audio = load_audio(shared_data / "mfa" / "mfa_long.wav")
+    free = replay(audio, base_engine, StreamConfig()).text
+    among = replay(audio, base_engine, StreamConfig(), language="en,de").text
+    assert not free.isascii()
+    assert among.isascii() and "liner" in among

@@ -13,7 +13,10 @@ script). The policy here keeps the stream's language steady:
 * While a challenger is pending, the window's words are not trustworthy (they were decoded in a
   language that may be wrong), so the caller commits nothing from them.
 
-A fixed language (the client's ``language``) bypasses all of it.
+A fixed language (the client's ``language``) bypasses all of it. A list of expected languages
+(``"en,de"``) keeps all of it, with detection choosing among those only: a bilingual speaker's
+short first phrase cannot come out in a third language (base heard the drawn-out "Montreal"
+of ``mfa/mfa_long.wav`` as Korean, 0.47, in 1.25 s of audio).
 """
 
 from __future__ import annotations
@@ -35,21 +38,30 @@ class LanguageChoice:
 
     language: str | None
     detect: bool
+    among: tuple[str, ...] = ()  # detection chooses among these only (empty: any the model knows)
+
+
+def language_codes(value: str | None) -> tuple[str, ...]:
+    """``"en"`` -> ``("en",)``, ``"en, de"`` -> ``("en", "de")``, None or empty -> ``()``."""
+    codes = (code.strip().lower() for code in (value or "").split(","))
+    return tuple(dict.fromkeys(code for code in codes if code))
 
 
 class LanguagePolicy:
     """Per-stream language decision (see the module docstring)."""
 
-    def __init__(self, fixed: str | None = None) -> None:
-        self.fixed = fixed
-        self.current: str | None = fixed
+    def __init__(self, language: str | None = None) -> None:
+        codes = language_codes(language)
+        self.fixed = codes[0] if len(codes) == 1 else None
+        self.among = codes if len(codes) > 1 else ()
+        self.current: str | None = self.fixed
         self._challenger: str | None = None
         self._wins = 0
 
     def choice(self) -> LanguageChoice:
         if self.fixed:
             return LanguageChoice(self.fixed, False)
-        return LanguageChoice(self.current, True)
+        return LanguageChoice(self.current, True, self.among)
 
     @property
     def unsure(self) -> bool:

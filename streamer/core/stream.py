@@ -70,7 +70,7 @@ class StreamProcessor:
         if config.use_vad and detector is None:
             raise ValueError("stream.use_vad needs a speech detector: pass streamer.vad.detector_for(config)")
         self.config = config
-        self.language = language if language is not None else config.language
+        self.language = language if language is not None else config.language  # "en", "en,de" (expected), None
         self.task = task or config.task
         self.vocabulary = vocabulary  # names and terms for every decode's context, never trimmed
         self._audio = Segmenter(config, detector, busy=self._decoding, on_settled=self._retire)
@@ -83,7 +83,7 @@ class StreamProcessor:
         self._finished = False
         self._seq = 0
         self._language = LanguagePolicy(self.language)
-        self._last_language: str | None = self.language
+        self._last_language: str | None = self._language.fixed
         self._last_tentative: tuple[Word, ...] = ()
         self._utterance_done = False  # an utterance was completed since the last event
         # the last hypothesis' token ids and the utterance it decoded: the next decode of the same
@@ -317,6 +317,7 @@ class StreamProcessor:
         drafted, draft = self._draft
         return DecodeRequest(audio=audio, prompt=prompt, language=choice.language, task=self.task,
                              offset=timemap.start, vocabulary=self.vocabulary, detect_language=choice.detect,
+                             languages=choice.among,
                              draft=draft if drafted is utterance else (),
                              stop_ratio=self.config.compression_ratio_threshold, beam_size=self._beam_size(kind))
 

@@ -194,9 +194,10 @@ class SessionHost:
     def check_start(self, params: StartParams) -> None:
         """What the loaded model cannot do is refused at start, with the limit named."""
         known = getattr(self.engine, "languages", ())
-        if params.language and known and params.language not in known:
-            raise StartError(f"language {params.language!r} is not one this model ({self.engine.name}) knows; "
-                             f"use one of {', '.join(known)} or null to detect")
+        for code in params.language.split(",") if known and params.language else ():
+            if code not in known:
+                raise StartError(f"language {code!r} is not one this model ({self.engine.name}) knows; "
+                                 f"use one of {', '.join(known)} or null to detect")
         limit = getattr(self.engine, "max_prompt_tokens", None)
         if params.prompt and limit is not None:
             count = self.engine.prompt_tokens(params.prompt)

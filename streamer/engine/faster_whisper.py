@@ -103,8 +103,12 @@ class FasterWhisperEngine(WordTimingViews):
             return LanguageChoice("en", 1.0, ENGLISH_ONLY if asked else ())
         if not asked:
             return LanguageChoice(request.language)
-        ranked = self.model.model.detect_language(encoded)[0][:TOP_CANDIDATES]
-        candidates = tuple((token[2:-2], round(float(p), 6)) for token, p in ranked)
+        ranked = [(token[2:-2], float(p)) for token, p in self.model.model.detect_language(encoded)[0]]
+        among = [(code, p) for code, p in ranked if code in request.languages]
+        if among:  # detection limited to the expected languages, their probabilities renormalised
+            total = sum(p for _, p in among) or 1.0
+            ranked = [(code, p / total) for code, p in among]
+        candidates = tuple((code, round(p, 6)) for code, p in ranked[:TOP_CANDIDATES])
         if request.language:
             return LanguageChoice(request.language, 1.0, candidates)
         return LanguageChoice(candidates[0][0], candidates[0][1], candidates)

@@ -30,10 +30,12 @@ class LanguageChoice:
 
 
 def detect_languages(decoder: KVDecoder, encoder_out: torch.Tensor, tokens: WhisperTokens,
-                     top: int = TOP_CANDIDATES) -> list[tuple[tuple[str, float], ...]]:
+                     top: int = TOP_CANDIDATES, among: Sequence[tuple[str, ...]] = ()
+                     ) -> list[tuple[tuple[str, float], ...]]:
     """Each window's ``top`` most likely languages with their probabilities, most likely first.
 
-    Probabilities are a softmax over the language tokens only (as Whisper's ``detect_language``).
+    Probabilities are a softmax over the language tokens only (as Whisper's ``detect_language``),
+    or over a row's ``among`` codes only where it names some (unknown codes are ignored).
     """
     batch, device = encoder_out.shape[0], encoder_out.device
     state = decoder.start(encoder_out)
@@ -44,9 +46,16 @@ def detect_languages(decoder: KVDecoder, encoder_out: torch.Tensor, tokens: Whis
     logits = decoder.logits(hidden[:, -1]).float()
     codes = list(tokens.language_ids)
     ids = torch.tensor([tokens.language_ids[c] for c in codes], device=device)
-    probs = torch.softmax(logits[:, ids], dim=-1)
+    scores = logits[:, ids]
+    for row, allowed in enumerate(among):
+        keep = [i for i, code in enumerate(codes) if code in allowed]
+        if keep:
+            masked = torch.full_like(scores[row], float("-inf"))
+            masked[keep] = scores[row, keep]
+            scores[row] = masked
+    probs = torch.softmax(scores, dim=-1)
     values, indices = probs.topk(min(top, len(codes)), dim=-1)
-    return [tuple((codes[i], round(float(p), 6)) for p, i in zip(row_p, row_i))
+    return [tuple((codes[i], round(float(p), 6)) for p, i in zip(row_p, row_i) if p > 0)  # masked: 0
             for row_p, row_i in zip(values.tolist(), indices.tolist())]
 
 
@@ -63,7 +72,8 @@ def choose_languages(requests: Sequence[DecodeRequest], encoder_out: torch.Tenso
         asked = set(wanted)
         return [LanguageChoice("en", 1.0, ENGLISH_ONLY if i in asked else ()) for i in range(len(requests))]
     windows = encoder_out if len(wanted) == len(requests) else encoder_out[wanted]  # the same tensor: shared keys
-    found = dict(zip(wanted, detect_languages(decoder, windows, tokens))) if wanted else {}
+    among = [requests[i].languages for i in wanted]
+    found = dict(zip(wanted, detect_languages(decoder, windows, tokens, among=among))) if wanted else {}
     choices = []
     for i, request in enumerate(requests):
         candidates = found.get(i, ())
