@@ -192,3 +192,52 @@ def test_the_daemon_warm_up_builds_the_stream_detector_with_its_conditioner():
             "assert 'scipy.signal' not in sys.modules; warm_up_detector(StreamConfig()); "
             "assert 'scipy.signal' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+class LateDetector:
+    """Scripted cold-start lag: speech from ``spoken`` s, scored from ``fires`` s, and a second opinion
+    (after silence) that hears it from ``spoken``."""
+
+    window = 512
+
+    def __init__(self, spoken: float, fires: float, second: bool = True) -> None:
+        self.cold, self.spoken = ScriptedDetector([(fires, 60.0)]), spoken
+        self.asked = 0
+        if not second:
+            self.after_silence = None
+
+    def probabilities(self, samples: np.ndarray) -> np.ndarray:
+        return self.cold.probabilities(samples)
+
+    def after_silence(self, samples: np.ndarray) -> np.ndarray:
+        """Asked only about the stream's first windows, which start at 0 s."""
+        self.asked += 1
+        return ScriptedDetector([(self.spoken, 60.0)]).probabilities(samples)
+
+    def reset(self) -> None:
+        pass
+
+
+def first_window_start(detector, seconds: float = 3.0) -> float:
+    engine = counting_engine()
+    proc = StreamProcessor(StreamConfig(min_chunk=1.0), detector)
+    feed_and_drain(proc, engine, np.full(int(seconds * SAMPLE_RATE), 0.1, dtype=np.float32))
+    return engine.calls[0].offset
+
+
+def test_a_late_onset_in_the_first_windows_takes_the_second_opinion():
+    """The cold detector fires at 0.4 s; speech began at 0.0 s: the window starts at the stream's start."""
+    late = LateDetector(spoken=0.0, fires=0.4)
+    assert first_window_start(late) == 0.0 and late.asked == 1
+    alone = LateDetector(spoken=0.0, fires=0.4, second=False)   # a detector without a second opinion
+    assert first_window_start(alone) == pytest.approx(0.4 - StreamConfig().speech_pad, abs=0.07)
+
+
+def test_no_second_opinion_without_an_onset_early_or_when_speech_starts_later():
+    quiet = LateDetector(spoken=0.0, fires=59.0)   # never fires in the first windows: nothing asked
+    engine = counting_engine()
+    feed_and_drain(StreamProcessor(StreamConfig(), quiet), engine, np.zeros(SAMPLE_RATE, dtype=np.float32))
+    assert quiet.asked == 0 and not engine.calls
+    later = LateDetector(spoken=1.5, fires=1.5)     # speech after the first 0.6 s: gated as ever
+    assert first_window_start(later) == pytest.approx(1.5 - StreamConfig().speech_pad, abs=0.07)
+    assert later.asked == 0

@@ -78,3 +78,11 @@ def test_no_words_on_non_speech(tiny_engine, shared_data):
         if text:
             said[clip.stem] = text
     assert said == {}
+
+
+@pytest.mark.parametrize("clip, first_words", [("LJ001-0017", "that the forms"), ("LJ001-0025", "imitates a much")])
+def test_a_stream_that_starts_mid_speech_keeps_its_first_words(tiny_engine, shared_data, clip, first_words):
+    """silero on a fresh state fires 0.38-0.42 s into these clips, after their first word(s)."""
+    audio = load_audio(shared_data / "ljspeech" / f"{clip}.wav")
+    text = transcript(tiny_engine, audio).lower()
+    assert text.startswith(first_words), text

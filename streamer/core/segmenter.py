@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 MIN_SPEECH = 0.2  # s of VAD speech below which an utterance is a blip: discarded, never decoded
 CONTEXT_FOR_SHORTER_THAN = 2.5  # s of its own audio: a longer utterance's windows drop the carried context
+COLD_START = 0.6  # s: a stream's first windows, gated together once the detector had a second opinion
 
 
 @dataclass
@@ -69,6 +70,7 @@ class Segmenter:
         self._boundaries: list[SpeechBoundary] = []
         self.probe = Probe()
         self._context: AudioBuffer | None = None  # a retired utterance's tail, for the next one
+        self._first: list[tuple[np.ndarray, float]] | None = [] if self.gate else None  # see _first_windows
 
     def start_at(self, sample: int) -> None:
         """Begin the timeline at ``sample`` (a resumed stream continues its original timeline)."""
@@ -91,13 +93,44 @@ class Segmenter:
         if whole:
             probs = self._detector.probabilities(pending[:whole])
             for i, prob in enumerate(probs):
-                self._on_window(pending[i * window:(i + 1) * window], float(prob))
+                self._window(pending[i * window:(i + 1) * window], float(prob))
         self._pending = pending[whole:].copy()
+
+    def _window(self, samples: np.ndarray, prob: float) -> None:
+        """Gate one VAD window; the stream's first ``COLD_START`` seconds wait to be gated together."""
+        if self._first is None:
+            self._on_window(samples, prob)
+            return
+        self._first.append((samples, prob))
+        if len(self._first) * samples.size >= COLD_START * SAMPLE_RATE:
+            self._first_windows()
+
+    def _first_windows(self) -> None:
+        """Gate the stream's first windows, with the detector's second opinion where speech began.
+
+        On a fresh state silero fires late (LJ001-0017's "that the", 0.0-0.26 s, scored under 0.5
+        until 0.38 s), and the first words of a stream that starts mid-speech were lost. Where it
+        fires in these windows, the windows before are scored again from a state that heard silence
+        first (:meth:`~streamer.vad.SileroDetector.after_silence`: "that the" from 0.03 s). Only
+        then: warmed up for every stream, silero fired on two non-speech clips, whose decodes
+        committed "Thank you." and "Woooooo!"; as a second opinion on an onset it changes nothing there.
+        """
+        first, self._first = self._first or [], None
+        probs = [prob for _, prob in first]
+        onset = next((i for i, prob in enumerate(probs) if prob >= self.config.vad_threshold), 0)
+        second = getattr(self._detector, "after_silence", None)
+        if onset and second is not None:
+            warm = second(np.concatenate([samples for samples, _ in first]))
+            if warm is not None:
+                probs[:onset] = [float(prob) for prob in warm[:onset]]
+        for (samples, _), prob in zip(first, probs):
+            self._on_window(samples, prob)
 
     def finish(self) -> None:
         """End of stream: the tail joins the open utterance, which closes."""
         self._finished = True
         if self.gate is not None:
+            self._first_windows()
             if self.gate.in_utterance and self.open is not None and self._pending.size:
                 self._append(self.open, self.position, self._pending)
             self.position += self._pending.size
