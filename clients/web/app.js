@@ -339,8 +339,16 @@ function init() {
   if (query.get("captions") === "1") { $("caption-mode").checked = true; document.body.classList.add("caption-mode"); }
   if (query.get("mode")) { $("mode").value = query.get("mode"); $("mode").onchange(); }
   if (query.get("session")) $("session").value = query.get("session");
-  if (query.get("language")) $("language").value = query.get("language");
+  if (query.get("language")) chooseLanguage(query.get("language"));
   window.streamerPage = { view, ui };
+}
+
+// ?language= may name a code the list lacks, or the speaker's expected languages ("en,de": the daemon
+// detects among those only): either becomes an option of its own rather than silently "auto".
+function chooseLanguage(value) {
+  const select = $("language");
+  if (![...select.options].some((option) => option.value === value)) select.add(new Option(value, value));
+  select.value = value;
 }
 
 init();

@@ -117,6 +117,17 @@ def test_page_listen_only_follows_a_source(daemon: ThreadedDaemon, browser, jfk_
     page.click("#stop")
 
 
+def test_page_takes_expected_languages_from_the_url(daemon: ThreadedDaemon, browser) -> None:
+    """?language=en,de (detect among those) or a code the list lacks is kept, not silently "auto"."""
+    page = browser.new_page()
+    chosen = {}
+    for value in ("en,de", "fi", "de"):
+        page.goto(f"{daemon.http_url}/?language={value}")
+        chosen[value] = page.input_value("#language")
+    assert chosen == {"en,de": "en,de", "fi": "fi", "de": "de"}
+    assert page.locator("#language option[value='de']").count() == 1   # a listed code is not added twice
+
+
 def test_page_and_python_cut_the_same_subtitles(playwright) -> None:
     """transcript.js (downloads in the page) and streamer.subtitles (captions --output) agree."""
     from streamer import subtitles
