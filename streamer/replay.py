@@ -21,7 +21,7 @@ import numpy as np
 
 from streamer.config import StreamConfig
 from streamer.core import StreamProcessor, TranscriptEvent
-from streamer.core.language import language_codes
+from streamer.core.language import fixed_or_among
 from streamer.hypothesis import SAMPLE_RATE, MAX_WINDOW_SECONDS, DecodeRequest, Engine, Hypothesis, Word
 from streamer.vad import detector_for
 
@@ -148,8 +148,7 @@ def transcribe_offline(engine: Engine, audio: np.ndarray, *, language: str | Non
     """
     if hasattr(engine, "with_encoder_buckets"):
         engine = engine.with_encoder_buckets([])
-    codes = language_codes(language)  # "en,de": detect among those
-    fixed, among = (codes[0], ()) if len(codes) == 1 else (None, codes)
+    fixed, among = fixed_or_among(language)  # "en,de": detect among those
     words: list[Word] = []
     pos = 0
     window = int(MAX_WINDOW_SECONDS * SAMPLE_RATE)

@@ -13,6 +13,7 @@ so a new stream costs two small tensors, not a model load (~0.1 s) or copy (~13 
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from typing import TYPE_CHECKING, Callable, Protocol, Sequence, runtime_checkable
@@ -92,8 +93,6 @@ class SileroDetector:
         self._context_size = int(getattr(self._net, "context_size_samples", 64)) if self._net is not None else 0
         self._own_model = None
         if self._net is None:  # a silero-vad version without the inner network: fall back to a private copy
-            import copy
-
             self._own_model = copy.deepcopy(model)
         self.reset()
 
@@ -183,8 +182,6 @@ class ConditionedDetector:
     """A detector that hears audio through a :class:`Conditioner` first."""
 
     def __init__(self, detector: SpeechDetector, conditioner: Conditioner) -> None:
-        import copy
-
         self.detector = detector
         self.conditioner = conditioner
         self._fresh = copy.deepcopy(conditioner)  # for a second opinion on the first windows
@@ -195,8 +192,6 @@ class ConditionedDetector:
 
     def after_silence(self, samples: np.ndarray) -> np.ndarray | None:
         """The inner detector's second opinion on the stream's first windows, conditioned afresh."""
-        import copy
-
         second = getattr(self.detector, "after_silence", None)
         fresh = copy.deepcopy(self._fresh)
         return second(fresh.process(_check_windows(samples, self.window))) if second else None

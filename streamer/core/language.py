@@ -47,13 +47,17 @@ def language_codes(value: str | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(code for code in codes if code))
 
 
+def fixed_or_among(value: str | None) -> tuple[str | None, tuple[str, ...]]:
+    """``"en"`` -> ``("en", ())`` (a fixed language), ``"en,de"`` -> ``(None, ("en", "de"))`` (detect among)."""
+    codes = language_codes(value)
+    return (codes[0], ()) if len(codes) == 1 else (None, codes)
+
+
 class LanguagePolicy:
     """Per-stream language decision (see the module docstring)."""
 
     def __init__(self, language: str | None = None) -> None:
-        codes = language_codes(language)
-        self.fixed = codes[0] if len(codes) == 1 else None
-        self.among = codes if len(codes) > 1 else ()
+        self.fixed, self.among = fixed_or_among(language)
         self.current: str | None = self.fixed
         self._challenger: str | None = None
         self._wins = 0

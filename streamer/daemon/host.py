@@ -18,6 +18,7 @@ import numpy as np
 
 from streamer import protocol
 from streamer.config import Settings, StreamConfig
+from streamer.core.language import language_codes
 from streamer.daemon.capacity import Capacity, Verdict
 from streamer.daemon.metrics import Metrics
 from streamer.daemon.outbox import Subscriber, put_all
@@ -194,7 +195,7 @@ class SessionHost:
     def check_start(self, params: StartParams) -> None:
         """What the loaded model cannot do is refused at start, with the limit named."""
         known = getattr(self.engine, "languages", ())
-        for code in params.language.split(",") if known and params.language else ():
+        for code in language_codes(params.language) if known else ():
             if code not in known:
                 raise StartError(f"language {code!r} is not one this model ({self.engine.name}) knows; "
                                  f"use one of {', '.join(known)} or null to detect")
