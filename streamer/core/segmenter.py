@@ -70,7 +70,10 @@ class Segmenter:
         self._boundaries: list[SpeechBoundary] = []
         self.probe = Probe()
         self._context: AudioBuffer | None = None  # a retired utterance's tail, for the next one
-        self._first: list[tuple[np.ndarray, float]] | None = [] if self.gate else None  # see _first_windows
+        # a stream's first windows wait for the detector's second opinion (see _first_windows); a
+        # detector that cannot give one gates them at once
+        can_recheck = getattr(self._detector, "after_silence", None) is not None
+        self._first: list[tuple[np.ndarray, float]] | None = [] if self.gate and can_recheck else None
 
     def start_at(self, sample: int) -> None:
         """Begin the timeline at ``sample`` (a resumed stream continues its original timeline)."""
