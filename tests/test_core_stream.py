@@ -701,3 +701,24 @@ def test_without_carry_context_no_window_reaches_back():
     proc, own = _two_utterances(2, carry=0.0)
     assert all(c.offset >= 4.85 - 0.2 - 0.05 for c in own)
     assert proc.committed_text == "w0 w1 w2 w3 w4 v0 v1"
+
+
+def test_a_window_that_hears_nothing_past_the_carried_context_is_decoded_again_on_its_own():
+    """The context must not cost the short utterance its words (German LibriVox: "Das ist." was lost)."""
+    first = timeline(5, start=1.0)
+    second = timeline(2, start=4.9, prefix="v")
+    plain = timeline_script(first + second)
+
+    def drowned(request: DecodeRequest) -> Hypothesis:
+        heard = plain(request)
+        if request.offset < 4.0:  # led by the first utterance's tail: its own words are not heard
+            heard = replace(heard, words=tuple(w for w in heard.words if w.word.strip().startswith("w")))
+        return heard
+
+    engine = ScriptedEngine(drowned)
+    proc = StreamProcessor(StreamConfig(min_chunk=0.5, end_silence=0.5, carry_context=1.5),
+                           ScriptedDetector([(0.95, 3.75), (4.85, 6.1)]))
+    feed_and_drain(proc, engine, noise(7.1))
+    own = [c for c in engine.calls if c.offset + c.audio.size / SR > 4.9]
+    assert any(c.offset < 4.0 for c in own) and any(c.offset >= 4.6 for c in own)
+    assert proc.committed_text == "w0 w1 w2 w3 w4 v0 v1"

@@ -200,11 +200,15 @@ class Segmenter:
         it (carried into every window, it made verse 1.8 WER points worse; docs/streaming.md).
         """
         end = utterance.context_end
-        if end is None or utterance.buffer.end - end < CONTEXT_FOR_SHORTER_THAN:
-            return
-        utterance.context_end = None
-        utterance.buffer.trim_before(end)
-        self.forget_regions_before_buffer(utterance)
+        if end is not None and utterance.buffer.end - end >= CONTEXT_FOR_SHORTER_THAN:
+            self.drop_context(utterance)
+
+    def drop_context(self, utterance: Utterance) -> None:
+        """The utterance's windows start at its own audio from now on."""
+        end, utterance.context_end = utterance.context_end, None
+        if end is not None:
+            utterance.buffer.trim_before(end)
+            self.forget_regions_before_buffer(utterance)
 
     def forget_regions_before_buffer(self, utterance: Utterance) -> None:
         """VAD spans before the buffer are no longer needed: keeps an hour-long utterance flat."""

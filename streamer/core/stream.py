@@ -31,7 +31,7 @@ from typing import Literal
 import numpy as np
 
 from streamer.config import StreamConfig
-from streamer.core.agreement import LocalAgreement
+from streamer.core.agreement import LocalAgreement, new_words_after
 from streamer.core.buffer import TimeMap
 from streamer.core.casing import SentenceCase
 from streamer.core.commits import commit_final, commit_pause, commit_update
@@ -137,6 +137,8 @@ class StreamProcessor:
             log.debug("%s decode with a prompt heard nothing or looped: retrying without it", inflight.kind)
             self._prompt.reset(len(self._committed))
             return None
+        if not verdict.rejected and self._context_drowned_it(inflight, words):
+            return None
         if not verdict.rejected and self._wrong_language(inflight, hypothesis):
             if inflight.kind in ("final", "forced"):
                 return None  # this window's audio is about to leave the buffer: decode it again in the new language
@@ -156,6 +158,26 @@ class StreamProcessor:
             self._prompt.reset(len(self._committed))
         utterance.decoded_until = max(utterance.decoded_until, inflight.timemap.end)
         return self._event(new)
+
+    def _context_drowned_it(self, inflight: _InFlight, words: list[Word]) -> bool:
+        """A window led by the last utterance's words (``carry_context``) heard nothing after them.
+
+        Then its own words were lost in the context (the German LibriVox reading's short "Das
+        ist." after "Simplicissimus" came back as "zu verholen.", all of it timed in the context,
+        and the utterance ended without its words): the context is dropped and the window is
+        decoded again on its own audio.
+        """
+        utterance, committed = inflight.utterance, self._agreement.committed
+        alone = inflight.kind in ("pause", "final", "forced")  # an update's window is decoded again anyway
+        if not alone or utterance.context_end is None or new_words_after(committed, words):
+            return False
+        if committed and committed[-1].end > utterance.context_end:
+            return False  # its own words were committed already: nothing new is news here
+        log.debug("%s decode heard nothing past the carried context: decoding its own audio again", inflight.kind)
+        self._audio.drop_context(utterance)
+        if inflight.kind == "pause":
+            utterance.pause_at = inflight.pause_start
+        return True
 
     def _wrong_language(self, inflight: _InFlight, hypothesis: Hypothesis) -> bool:
         """Weigh the window's language evidence; True if its words must not be trusted.
