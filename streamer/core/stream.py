@@ -18,7 +18,7 @@ Policy, in order of the audio's path:
 4. Bound: after an update, a buffer longer than ``trim_to`` is cut at the last committed
    word; a buffer over ``max_buffer`` is decoded in its oldest ``max_buffer`` seconds and the
    words in the first part are committed, so the window never exceeds the cap whatever
-   Whisper does.
+   Whisper does (also :mod:`streamer.core.commits`).
 5. Guards (:mod:`streamer.core.guards`) on every hypothesis, and the prompt reset.
 """
 
@@ -34,7 +34,7 @@ from streamer.config import StreamConfig
 from streamer.core.agreement import LocalAgreement, new_words_after
 from streamer.core.buffer import TimeMap
 from streamer.core.casing import SentenceCase
-from streamer.core.commits import commit_final, commit_pause, commit_update
+from streamer.core.commits import Committer
 from streamer.core.events import SpeechBoundary, TranscriptEvent
 from streamer.core.floor import CommitFloor, in_time_order
 from streamer.core.guards import assess, find_repetition_loop, prompt_may_have_failed
@@ -43,7 +43,7 @@ from streamer.core.probe import convincing
 from streamer.core.prompt import PROMPT_TOLERANCE, PromptBuilder
 from streamer.core.punctuation import HeldPunctuation
 from streamer.core.segmenter import Segmenter, Utterance
-from streamer.core.window import cut_before_word, forced_cut, stream_words, trim_point
+from streamer.core.window import stream_words
 from streamer.hypothesis import SAMPLE_RATE, DecodeRequest, Engine, Hypothesis, Word
 from streamer.vad import SpeechDetector
 
@@ -75,6 +75,7 @@ class StreamProcessor:
         self.vocabulary = vocabulary  # names and terms for every decode's context, never trimmed
         self._audio = Segmenter(config, detector, busy=self._decoding, on_settled=self._retire)
         self._agreement = LocalAgreement(config.agreement_n)
+        self._commits = Committer(config, self._agreement, self._audio)
         self._held = HeldPunctuation()
         self._case = SentenceCase()
         self._committed: list[Word] = []                # what clients got: words and decided marks
@@ -143,7 +144,10 @@ class StreamProcessor:
             if inflight.kind in ("final", "forced"):
                 return None  # this window's audio is about to leave the buffer: decode it again in the new language
             return self._event([])  # nothing from a window that may be in the wrong language
-        new = self._apply(inflight, words, verdict.rejected)
+        new = self._commits.apply(inflight.kind, inflight.utterance, inflight.timemap, words, verdict.rejected,
+                                  inflight.pause_start)
+        if inflight.kind == "final":
+            self._retire(inflight.utterance)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s [%.2f-%.2f] prompt %r heard %r -> committed %r, tentative %r", inflight.kind,
                       inflight.timemap.start, inflight.timemap.end, inflight.prompt[-40:],
@@ -352,54 +356,6 @@ class StreamProcessor:
 
     def _stream_words(self, words: tuple[Word, ...], timemap: TimeMap) -> list[Word]:
         return stream_words(words, timemap, self._audio.speech_regions())
-
-    def _apply(self, inflight: _InFlight, words: list[Word], rejected: bool) -> list[Word]:
-        kind, utterance, timemap = inflight.kind, inflight.utterance, inflight.timemap
-        if kind == "final":
-            new = commit_final(self._agreement, words)
-            self._retire(utterance)
-            return new
-        if kind == "forced":
-            if rejected:
-                # The audio before the cut is about to leave the buffer for good: what accepted
-                # decodes heard there (the tentative words) is all that can still be committed.
-                words = self._agreement.tentative
-            return self._forced(utterance, words, timemap)
-        if rejected:
-            return []
-        if kind == "pause":
-            new = commit_pause(self._agreement, words, inflight.pause_start, timemap.end - timemap.start)
-            # settled: the final decode would only add trailing padding this window already had
-            utterance.settled = (not self._agreement.tentative and not utterance.heard_speech
-                                 and timemap.end >= inflight.pause_start + self.config.speech_pad - 0.01)
-        else:
-            new = commit_update(self._agreement, words, timemap.end - timemap.start,
-                                self.config.min_agreement_window)
-        self._trim(utterance)
-        return new
-
-    def _forced(self, utterance: Utterance, words: list[Word], timemap: TimeMap) -> list[Word]:
-        """The buffer hit its cap: commit the words of the window's first part and cut there."""
-        cut = forced_cut(timemap, self.config.max_buffer, self.config.trim_to)
-        new = self._agreement.commit_until(words, cut)
-        trim_at = cut_before_word(cut, self._agreement.tentative, timemap.start)
-        log.debug("buffer over %.1f s cap: forced commit of %d words, cut at %.2f",
-                  self.config.max_buffer, len(new), trim_at)
-        utterance.buffer.trim_before(trim_at)
-        utterance.new_samples = len(utterance.buffer)
-        self._audio.forget_regions_before_buffer(utterance)
-        return new
-
-    def _trim(self, utterance: Utterance) -> None:
-        """Past ``trim_to`` seconds, cut at a committed word boundary (see :func:`trim_point`)."""
-        buffer = utterance.buffer
-        if buffer.seconds <= self.config.trim_to:
-            return
-        cut = trim_point(buffer.start, buffer.end, self._agreement.committed, self._agreement.tentative,
-                         self.config.trim_to)
-        if cut is not None:
-            buffer.trim_before(cut)
-            self._audio.forget_regions_before_buffer(utterance)
 
     def _retire(self, utterance: Utterance) -> None:
         self._utterance_done = True
