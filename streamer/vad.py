@@ -122,9 +122,8 @@ class SileroDetector:
         """
         if self._own_model is not None:
             return None
-        torch = self._torch
         saved = self._state, self._context
-        self._state, self._context = torch.zeros((2, 1, 128)), torch.zeros((1, self._context_size))
+        self.reset()
         try:
             self.probabilities(np.zeros(WARM_SILENCE, dtype=np.float32))
             return self.probabilities(samples)
@@ -163,6 +162,13 @@ class Conditioner:
         self._release = 10 ** (-self.RELEASE_DB_PER_SECOND * WINDOW / SAMPLE_RATE / 20)
         self._level = self._target
 
+    def fresh(self) -> "Conditioner":
+        """The same filter and gain, as they were before any audio."""
+        new = copy.copy(self)
+        new._zi = np.zeros_like(self._zi) if self._zi is not None else None
+        new._level = self._target
+        return new
+
     def process(self, samples: np.ndarray) -> np.ndarray:
         """Whole VAD windows in, the same windows conditioned out (state carries across calls)."""
         if self._sos is not None:
@@ -184,7 +190,6 @@ class ConditionedDetector:
     def __init__(self, detector: SpeechDetector, conditioner: Conditioner) -> None:
         self.detector = detector
         self.conditioner = conditioner
-        self._fresh = copy.deepcopy(conditioner)  # for a second opinion on the first windows
         self.window = detector.window
 
     def probabilities(self, samples: np.ndarray) -> np.ndarray:
@@ -193,8 +198,7 @@ class ConditionedDetector:
     def after_silence(self, samples: np.ndarray) -> np.ndarray | None:
         """The inner detector's second opinion on the stream's first windows, conditioned afresh."""
         second = getattr(self.detector, "after_silence", None)
-        fresh = copy.deepcopy(self._fresh)
-        return second(fresh.process(_check_windows(samples, self.window))) if second else None
+        return second(self.conditioner.fresh().process(_check_windows(samples, self.window))) if second else None
 
     def reset(self) -> None:
         self.detector.reset()

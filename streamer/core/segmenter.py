@@ -72,8 +72,8 @@ class Segmenter:
         self._context: AudioBuffer | None = None  # a retired utterance's tail, for the next one
         # a stream's first windows wait for the detector's second opinion (see _first_windows); a
         # detector that cannot give one gates them at once
-        can_recheck = getattr(self._detector, "after_silence", None) is not None
-        self._first: list[tuple[np.ndarray, float]] | None = [] if self.gate and can_recheck else None
+        self._second_opinion = getattr(self._detector, "after_silence", None)
+        self._first: list[tuple[np.ndarray, float]] | None = [] if self.gate and self._second_opinion else None
 
     def start_at(self, sample: int) -> None:
         """Begin the timeline at ``sample`` (a resumed stream continues its original timeline)."""
@@ -121,9 +121,8 @@ class Segmenter:
         first, self._first = self._first or [], None
         probs = [prob for _, prob in first]
         onset = next((i for i, prob in enumerate(probs) if prob >= self.config.vad_threshold), 0)
-        second = getattr(self._detector, "after_silence", None)
-        if onset and second is not None:
-            warm = second(np.concatenate([samples for samples, _ in first]))
+        if onset and self._second_opinion is not None:
+            warm = self._second_opinion(np.concatenate([samples for samples, _ in first]))
             if warm is not None:
                 probs[:onset] = [float(prob) for prob in warm[:onset]]
         for (samples, _), prob in zip(first, probs):
