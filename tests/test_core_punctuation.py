@@ -66,7 +66,7 @@ def test_the_next_words_case_decides_when_the_word_left_the_window():
     first = held.settle([Word(" different.", 1.0, 1.5)], [Word(" different.", 1.0, 1.5)])
     assert [w.word for w in first] == [" different"] and held.pending
     out = held.settle([Word(" from", 9.0, 9.2)], [Word(" from", 9.0, 9.2)])  # a new utterance, lowercase
-    assert [w.word for w in out] == [" from"] and not held.pending
+    assert [w.word for w in out] == [" from"] and held.mark == ""  # "from" waits for its own mark, if any
     held.settle([Word(" end.", 1.0, 1.5)], [Word(" end.", 1.0, 1.5)])
     out = held.settle([Word(" Next", 9.0, 9.2)], [Word(" Next", 9.0, 9.2)])
     assert [w.word for w in out] == [".", " Next"]
@@ -98,3 +98,22 @@ def test_a_held_word_heard_again_respelt_is_found_by_its_time():
     held.settle([Word(" basil.", 2.7, 3.1)], [Word(" basil.", 2.7, 3.1)])
     decided = held.settle([Word(" Basel,", 2.68, 3.12), Word(" Paris.", 3.3, 3.8)], [])
     assert [w.word for w in decided] == [","]            # the comma the later hypothesis heard
+
+
+def test_a_word_committed_without_a_mark_gets_the_one_a_later_hypothesis_hears():
+    """A pause decode of the LJ long-form file committed "concerned" bare; the next window, which heard
+    "concerned, differs from most", had the comma the offline decode writes, and it was lost."""
+    held = HeldPunctuation()
+    concerned = Word(" concerned", 3.6, 4.2)
+    assert held.settle([concerned], [concerned]) == [concerned]
+    assert held.pending and held.tentative == []          # nothing to show while no mark is known
+    decided = held.settle([Word(" concerned,", 3.6, 4.2), Word(" differs", 4.4, 4.8)], [])
+    assert [w.word for w in decided] == [","] and not held.pending
+
+
+def test_a_bare_word_stays_bare_when_nothing_more_is_heard():
+    held = HeldPunctuation()
+    held.settle([Word(" so", 1.0, 1.2)], [Word(" so", 1.0, 1.2)])
+    assert held.release() == [] and not held.pending
+    held.settle([Word(" so", 1.0, 1.2)], [Word(" so", 1.0, 1.2)])
+    assert held.settle([Word(" so", 1.0, 1.2), Word(" far", 1.3, 1.5)], []) == []   # heard on: still no mark

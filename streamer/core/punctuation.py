@@ -6,11 +6,12 @@ concerned different. from most if not from all the arts". So the last word of ea
 commits without its trailing punctuation: the mark is *held*, and decided by the next
 hypothesis that contains the word and a word after it (its verdict may be "no punctuation at
 all"), by the case of the next committed word when the word is no longer in the window, or as it
-stands when the stream truly ends (long silence, stop). A mark followed by a word in the
-committing hypothesis is held too: the hypothesis it agreed with may have ended right there
-("the lower case." then "the lower case. Then the case is complete." committed "case." before
-"the lower case than the capital letters"). Marks inside a commit, followed by committed
-words, are agreed on and commit at once.
+stands when the stream truly ends (long silence, stop). A word committed bare is held the same way:
+a pause decode committed "concerned" and the next window heard "concerned, differs", the comma an
+offline decode writes. A mark followed by a word in the committing hypothesis is held too: the
+hypothesis it agreed with may have ended right there ("the lower case." then "the lower case.
+Then the case is complete." committed "case." before "the lower case than the capital
+letters"). Marks inside a commit, followed by committed words, are agreed on and commit at once.
 
 A decided mark is committed as its own item: a :class:`Word` whose text is the punctuation
 alone, with no leading space, at the end time of the word it belongs to. Joining committed
@@ -58,7 +59,7 @@ class HeldPunctuation:
     @property
     def tentative(self) -> list[Word]:
         """The held mark as a tentative item, so a display can show it until it is decided."""
-        return [self._item(self.mark)] if self.word is not None else []
+        return [self._item(self.mark)] if self.word is not None and self.mark else []
 
     def settle(self, hypothesis: Sequence[Word], new: list[Word]) -> list[Word]:
         """Commit order for one accepted update: a decided mark first, then ``new`` (its last mark held if unheard).
@@ -68,7 +69,7 @@ class HeldPunctuation:
         out = self._decide(hypothesis, new)
         if new:
             last, mark = split_trailing(new[-1].word)
-            if mark:
+            if last.strip():  # a word, not a lone mark: hold its mark, even none (a comma may come with context)
                 self.word = Word(last, new[-1].start, new[-1].end, new[-1].probability)
                 self.mark = mark
                 new = [*new[:-1], self.word]
@@ -90,7 +91,7 @@ class HeldPunctuation:
 
     def release(self) -> list[Word]:
         """The stream truly ended (long silence, stop): the mark stands as Whisper wrote it."""
-        out = [self._item(self.mark)] if self.word is not None else []
+        out = [self._item(self.mark)] if self.word is not None and self.mark else []
         self.word, self.mark = None, ""
         return out
 
@@ -103,7 +104,8 @@ class HeldPunctuation:
                 return []  # nothing heard after the word yet: keep holding
             # The word has left the window (a new utterance): the next word's case tells whether a
             # sentence ended there; a lowercase continuation means the mark was the window's end.
-            verdict = "" if _starts_lower(new[0].word) and self.mark[-1] in SENTENCE_MARKS else self.mark
+            ended = bool(self.mark) and self.mark[-1] in SENTENCE_MARKS
+            verdict = "" if ended and _starts_lower(new[0].word) else self.mark
         out = [self._item(verdict)] if verdict else []
         self.word, self.mark = None, ""
         return out
