@@ -117,3 +117,14 @@ def test_a_bare_word_stays_bare_when_nothing_more_is_heard():
     assert held.release() == [] and not held.pending
     held.settle([Word(" so", 1.0, 1.2)], [Word(" so", 1.0, 1.2)])
     assert held.settle([Word(" so", 1.0, 1.2), Word(" far", 1.3, 1.5)], []) == []   # heard on: still no mark
+
+
+def test_the_final_decode_decides_the_mark_of_its_last_word():
+    """jfk: a pause decode committed "country!"; the final decode of the utterance, which heard the
+    silence after it, wrote "country." - that is the mark, not the pause decode's guess."""
+    held = HeldPunctuation()
+    country = Word(" country!", 9.9, 10.4)
+    held.settle([Word(" your", 9.6, 9.8), country], [country])
+    final = [Word(" your", 9.6, 9.8), Word(" country.", 9.9, 10.45)]
+    assert held.settle(final, []) == [] and held.pending              # an update: no word after it yet
+    assert [w.word for w in held.settle(final, [], ended=True)] == ["."] and not held.pending

@@ -61,12 +61,15 @@ class HeldPunctuation:
         """The held mark as a tentative item, so a display can show it until it is decided."""
         return [self._item(self.mark)] if self.word is not None and self.mark else []
 
-    def settle(self, hypothesis: Sequence[Word], new: list[Word]) -> list[Word]:
+    def settle(self, hypothesis: Sequence[Word], new: list[Word], *, ended: bool = False) -> list[Word]:
         """Commit order for one accepted update: a decided mark first, then ``new`` (its last mark held if unheard).
 
         ``hypothesis`` is the update's words on the stream timeline; ``new`` the words it commits.
+        ``ended``: the hypothesis is the final decode of an utterance, which heard the silence after its
+        last word, so that word's mark in it is a verdict too (jfk's pause decode wrote "country!",
+        the final decode of the same words, with the pause after them, "country.").
         """
-        out = self._decide(hypothesis, new)
+        out = self._decide(hypothesis, new, ended)
         if new:
             last, mark = split_trailing(new[-1].word)
             if last.strip():  # a word, not a lone mark: hold its mark, even none (a comma may come with context)
@@ -95,10 +98,10 @@ class HeldPunctuation:
         self.word, self.mark = None, ""
         return out
 
-    def _decide(self, hypothesis: Sequence[Word], new: list[Word]) -> list[Word]:
+    def _decide(self, hypothesis: Sequence[Word], new: list[Word], ended: bool) -> list[Word]:
         if self.word is None:
             return []
-        verdict = self._verdict_from(hypothesis)
+        verdict = self._verdict_from(hypothesis if ended else hypothesis[:-1])
         if verdict is None:
             if not new:
                 return []  # nothing heard after the word yet: keep holding
@@ -111,7 +114,7 @@ class HeldPunctuation:
         return out
 
     def _verdict_from(self, hypothesis: Sequence[Word]) -> str | None:
-        """The held word's trailing punctuation in ``hypothesis``, if it has the word and a word after it.
+        """The held word's trailing punctuation in ``hypothesis`` (the words that heard audio after them).
 
         The word is found by its text near its time, or, re-spelt ("basil." held, "Basel, Paris"
         heard), as the word covering most of its time.
@@ -119,7 +122,7 @@ class HeldPunctuation:
         held = self.word
         key = normalize_word(held.word)
         middle = (held.start + held.end) / 2
-        candidates = [w for w in hypothesis[:-1] if split_trailing(w.word)[0].strip()]  # not a lone mark
+        candidates = [w for w in hypothesis if split_trailing(w.word)[0].strip()]  # not a lone mark
         for w in candidates:
             if normalize_word(w.word) == key and abs((w.start + w.end) / 2 - middle) <= MATCH_SECONDS:
                 return split_trailing(w.word)[1]

@@ -153,7 +153,7 @@ class StreamProcessor:
                       inflight.timemap.start, inflight.timemap.end, inflight.prompt[-40:],
                       "".join(w.word for w in words), "".join(w.word for w in new),
                       "".join(w.word for w in self._agreement.tentative))
-        new = self._held.settle(heard, new)
+        new = self._held.settle(heard, new, ended=inflight.kind == "final" and not verdict.rejected)
         if self.done:
             new += self._held.release()
         self._last_language = self._language.current or hypothesis.language or self._last_language
