@@ -174,3 +174,23 @@ def test_the_end_of_a_committed_compound_heard_as_its_own_word_is_not_committed_
     assert [w.word for w in new_words_after(committed, heard)] == [" to", " thy"]
     later = [Word(" foe,", 27.0, 27.5), Word(" to", 27.55, 27.75)]  # said again after it: a new word
     assert [w.word for w in new_words_after(committed, later)] == [" foe,", " to"]
+
+
+def test_committed_words_timed_later_by_the_next_window_are_not_committed_again():
+    """Real time, the 229 s LJ file: the window that committed "may just be considered," ended right
+    after it and timed its words early; the next window timed them half a second later, the time
+    split fell after "may", and "just be considered" was committed a second time."""
+    committed = [Word(" century", 30.0, 30.4), Word(" may", 30.5, 30.6), Word(" just", 30.6, 30.7),
+                 Word(" be", 30.7, 30.8), Word(" considered,", 30.8, 31.0)]
+    later = [Word(" century", 30.0, 30.5), Word(" may", 30.6, 30.95), Word(" just", 31.0, 31.3),
+             Word(" be", 31.3, 31.4), Word(" considered,", 31.5, 32.0), Word(" as", 32.1, 32.3),
+             Word(" the", 32.3, 32.4), Word(" invention", 32.4, 33.0)]
+    assert texts(new_words_after(committed, later)) == ["as", "the", "invention"]
+
+
+def test_the_committed_tail_said_again_after_the_split_is_new():
+    """The same words heard again after the committed ones (a real repeat) do not reach back across
+    the split, so they stay new."""
+    committed = words("I said go", start=0.0)
+    again = [*committed, *words("I said go now", start=3.0)]
+    assert texts(new_words_after(committed, again)) == ["I", "said", "go", "now"]

@@ -113,15 +113,22 @@ def _respelled(last: Word, first: Word) -> bool:
 
 
 def _refine_split(committed: Sequence[Word], words: list[Word], split: int, last_end: float) -> int:
-    """Move the time-based split to where the committed tail's text ends, if it matches nearby."""
+    """Move the time-based split to where the committed tail's text ends, if it matches nearby.
+
+    Nearby is two words either side, or further on when the match spans the time split: a window
+    that ended right after "may just be considered," timed those words early, the next one timed
+    them 0.5 s later, the split fell after "may", and "just be considered" was committed twice.
+    """
     tail = _keys(committed[-MAX_OVERLAP:])
     keys = _keys(words)
     best: tuple[int, int] | None = None  # (overlap length, -distance) -> split index
     best_split = split
-    for j in range(max(0, split - 2), min(len(words), split + 2) + 1):
+    for j in range(max(0, split - 2), min(len(words), split + MAX_OVERLAP) + 1):
         for m in range(min(len(tail), j), 0, -1):
             if keys[j - m:j] != tail[-m:]:
                 continue
+            if j > split + 2 and j - m >= split:
+                continue  # far past the split, only a match that reaches back across it
             if m == 1 and j != split and words[j - 1].start > last_end + NEAR_SECONDS:
                 continue  # a lone common word far from the committed end: a real repeat, not overlap
             score = (m, -abs(j - split))
