@@ -128,3 +128,9 @@ def test_the_final_decode_decides_the_mark_of_its_last_word():
     final = [Word(" your", 9.6, 9.8), Word(" country.", 9.9, 10.45)]
     assert held.settle(final, []) == [] and held.pending              # an update: no word after it yet
     assert [w.word for w in held.settle(final, [], ended=True)] == ["."] and not held.pending
+
+
+def test_a_lone_mark_is_not_held_as_a_word():
+    held = HeldPunctuation()
+    dots = Word(" ...", 2.0, 2.2)
+    assert held.settle([dots], [dots]) == [dots] and not held.pending

@@ -72,7 +72,7 @@ class HeldPunctuation:
         out = self._decide(hypothesis, new, ended)
         if new:
             last, mark = split_trailing(new[-1].word)
-            if last.strip():  # a word, not a lone mark: hold its mark, even none (a comma may come with context)
+            if mark or any(ch.isalnum() for ch in last):  # a bare word too: a comma may come with context
                 self.word = Word(last, new[-1].start, new[-1].end, new[-1].probability)
                 self.mark = mark
                 new = [*new[:-1], self.word]
@@ -107,8 +107,8 @@ class HeldPunctuation:
                 return []  # nothing heard after the word yet: keep holding
             # The word has left the window (a new utterance): the next word's case tells whether a
             # sentence ended there; a lowercase continuation means the mark was the window's end.
-            ended = bool(self.mark) and self.mark[-1] in SENTENCE_MARKS
-            verdict = "" if ended and _starts_lower(new[0].word) else self.mark
+            sentence_end = bool(self.mark) and self.mark[-1] in SENTENCE_MARKS
+            verdict = "" if sentence_end and _starts_lower(new[0].word) else self.mark
         out = [self._item(verdict)] if verdict else []
         self.word, self.mark = None, ""
         return out
