@@ -165,9 +165,6 @@ def test_a_hyphen_joined_word_that_ends_with_the_committed_one_adds_nothing():
 
 def test_the_end_of_a_committed_compound_heard_as_its_own_word_is_not_committed_twice():
     """The sonnet: "thy self-difoe," committed, the next window heard "Thyself thy foe, to thy"."""
-    from streamer.core.agreement import new_words_after
-    from streamer.hypothesis import Word
-
     committed = [Word(" thy", 25.65, 25.87), Word(" self-difoe,", 25.87, 26.95)]
     heard = [Word(" Thyself", 25.6, 26.1), Word(" thy", 26.1, 26.6), Word(" foe,", 26.6, 27.55),
              Word(" to", 27.55, 27.75), Word(" thy", 27.75, 28.0)]
