@@ -133,6 +133,9 @@ class ServerConfig(_Section):
     max_pending_audio: float = Field(30.0, gt=1, description="undecoded seconds before reading pauses")
     send_queue: int = Field(256, ge=1, description="events buffered for a slow reader before it is dropped")
     max_batch: int = Field(8, ge=1)
+    beam_streams: int = Field(1, ge=0, description="engine.beam_size and stream.commit_beam_size apply while at "
+                              "most this many sessions are live; with more, every window is decoded greedily (a "
+                              "beam costs the decoder time more streams need); 0 = beams whatever the load")
     resume_secret: str | None = Field(None, description="signs resume tokens; give every replica the same one "
                                       "(default: random per process, so only this process can resume)")
     resume_ttl: float = Field(600.0, gt=0, description="seconds a resume token stays valid after it was issued")

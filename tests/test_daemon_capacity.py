@@ -69,6 +69,16 @@ def test_measured_rounds_of_several_sizes_admit_up_to_the_limit_and_no_further()
     assert not capacity.verdict(now, 3, 0.5).admit                 # 4 windows: 0.905 s > 0.85
 
 
+def test_beam_rounds_are_busy_time_but_not_samples_of_the_greedy_round_cost():
+    greedy_only, with_beams = Capacity(min_chunk=1.0, max_batch=4), Capacity(min_chunk=1.0, max_batch=4)
+    now = rounds(greedy_only, {1: 0.3, 2: 0.4})
+    rounds(with_beams, {1: 0.3, 2: 0.4})
+    for i in range(10):  # a lone stream decoded with a beam: twice the cost of its greedy rounds
+        with_beams.decoded(now + 0.1 * (i + 1), 0.6, 1, greedy=False)
+    assert with_beams.round_cost(now + 1) == greedy_only.round_cost(now + 1)
+    assert with_beams.utilisation(now + 1) > greedy_only.utilisation(now + 1) + 0.1
+
+
 def test_a_stream_past_its_latency_budget_stops_admissions():
     capacity = Capacity(target=0.85, latency_budget=2.0)
     now = busy(capacity, 0.1)
@@ -126,3 +136,38 @@ async def test_the_stream_that_would_overload_the_engine_is_refused_and_the_othe
     assert "streamer_engine_utilisation" in metrics and "streamer_capacity_headroom 0.0" in metrics
     for result in results:  # the admitted streams were served in full
         assert result.close_code == 1000 and len(result.committed) == len([w for w in words if w.end <= 12.0])
+
+
+class BeamRecordingEngine:
+    """The scripted engine, remembering the beam each round's windows were asked for."""
+
+    def __init__(self, words) -> None:
+        self.inner, self.rounds = ScriptedEngine(timeline_script(words)), []
+        self.name, self.languages, self.max_prompt_tokens = "recording", ("en",), 223
+
+    def prompt_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def decode(self, request):
+        return self.decode_batch([request])[0]
+
+    def decode_batch(self, requests):
+        time.sleep(0.05)
+        self.rounds.append([r.beam_size for r in requests])
+        return [self.inner.decode(r) for r in requests]
+
+
+async def test_the_beam_serves_a_lone_stream_and_every_window_is_greedy_once_more_streams_are_live():
+    words = timeline(6)
+    engine = BeamRecordingEngine(words)
+    cfg = settings(**{"engine.beam_size": 3, "server.beam_streams": 1, "server.max_batch": 4})
+    async with running_server(cfg, engine) as server:
+        alone = await run_stream(server.url, pcm16(6.0), {}, pace=0.02)
+        alone_rounds, engine.rounds[:] = list(engine.rounds), []
+        together = await asyncio.gather(*(run_stream(server.url, pcm16(6.0), {}, pace=0.02) for _ in range(2)))
+    assert alone_rounds and all(beams == [3] for beams in alone_rounds)
+    pairs = [beams for beams in engine.rounds if len(beams) == 2]
+    assert pairs and all(beams == [1, 1] for beams in pairs)  # both streams live: greedy
+    for result in (alone, *together):  # and every stream's text in full either way
+        assert result.close_code == 1000 and len(result.committed) == len([w for w in words if w.end <= 6.0])
+

@@ -92,12 +92,18 @@ class Capacity:
         self._rounds: deque[tuple[float, int, float]] = deque()  # (finished at, windows, seconds)
         self._started: float | None = None
 
-    def decoded(self, now: float, seconds: float, rows: int = 1, live_share: float = 1.0) -> None:
+    def decoded(self, now: float, seconds: float, rows: int = 1, live_share: float = 1.0,
+                greedy: bool = True) -> None:
         """The engine finished a round of ``rows`` windows that kept it busy ``seconds``;
-        ``live_share`` of that time served live streams (the rest, files, takes what is left)."""
+        ``live_share`` of that time served live streams (the rest, files, takes what is left).
+
+        A beam round (``greedy`` False) is busy time but no sample of the round cost: beams run only
+        while few streams are live (``server.beam_streams``), and the streams admitted beyond them
+        are decoded greedily, at the cost the line must predict."""
         if self._started is None:
             self._started = now - seconds
-        self._rounds.append((now, max(1, rows), seconds))
+        if greedy:
+            self._rounds.append((now, max(1, rows), seconds))
         if live_share:
             self._busy.append((now, seconds * live_share))
         self._expire(now)

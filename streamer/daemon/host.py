@@ -124,7 +124,8 @@ class SessionHost:
         capacity = Capacity(cfg.target_utilisation, cfg.latency_budget, min_chunk=self.settings.stream.min_chunk,
                             max_batch=cfg.max_batch)
         self.scheduler = Scheduler(engine, max_batch=cfg.max_batch, metrics=self.metrics, capacity=capacity,
-                                   min_chunk=self.settings.stream.min_chunk)
+                                   min_chunk=self.settings.stream.min_chunk,
+                                   beam_size=self.settings.engine.beam_size, beam_streams=cfg.beam_streams)
         self.scheduler.start()
         self.metrics.ready.set(1)
 

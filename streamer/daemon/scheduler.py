@@ -23,7 +23,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 from streamer.daemon.capacity import Capacity
@@ -73,9 +73,12 @@ class Scheduler:
     """Owns the engine's worker thread and decides who is decoded when."""
 
     def __init__(self, engine: Engine, *, max_batch: int = 8, metrics: Metrics | None = None,
-                 min_chunk: float = 1.0, capacity: Capacity | None = None) -> None:
+                 min_chunk: float = 1.0, capacity: Capacity | None = None, beam_size: int = 1,
+                 beam_streams: int = 0) -> None:
         self.engine = engine
         self.max_batch = max(1, max_batch)
+        self.beam_size = beam_size          # the engine's configured beam (engine.beam_size)
+        self.beam_streams = beam_streams    # beams only while at most this many sessions are live; 0 = always
         self.metrics = metrics or Metrics()
         self.min_chunk = min_chunk
         self._entries: dict[str, _Entry] = {}
@@ -187,7 +190,7 @@ class Scheduler:
 
     async def _decode(self, batch: list[tuple[_Entry, DecodeRequest]]) -> None:
         loop = asyncio.get_running_loop()
-        requests = [request for _, request in batch]
+        requests = self._with_beams([request for _, request in batch])
         self._round += 1
         started = time.perf_counter()
         try:
@@ -199,7 +202,8 @@ class Scheduler:
             log.warning("batched decode of %d windows failed (%s); retrying one by one", len(batch), exc)
             results = [await loop.run_in_executor(self._executor, _decode_one, self.engine, r) for r in requests]
         elapsed = time.perf_counter() - started
-        self._record(requests, elapsed, sum(not entry.session.batch for entry, _ in batch))
+        self._record(requests, elapsed, sum(not entry.session.batch for entry, _ in batch),
+                     greedy=all(r.beam_size == 1 for r in requests))
         outs = await self.call(_complete_all, [entry.session for entry, _ in batch], list(results))
         for (entry, _), out in zip(batch, outs):
             entry.served = self._round
@@ -207,12 +211,23 @@ class Scheduler:
             if out:
                 entry.deliver(out)
 
-    def _record(self, requests: list[DecodeRequest], elapsed: float, realtime: int | None = None) -> None:
+    def _with_beams(self, requests: list[DecodeRequest]) -> list[DecodeRequest]:
+        """Each request with the beam it is decoded with: its own or the engine's, or greedy under load.
+
+        A beam is the better text (docs/engine.md: the sonnet and LibriSpeech within reach of an
+        offline decode) but costs decoder time that more streams need: with more than
+        ``beam_streams`` sessions live, every window is decoded greedily.
+        """
+        crowded = self.beam_streams > 0 and len(self._entries) > self.beam_streams
+        return [replace(r, beam_size=1 if crowded else r.beam_size or self.beam_size) for r in requests]
+
+    def _record(self, requests: list[DecodeRequest], elapsed: float, realtime: int | None = None,
+                greedy: bool = True) -> None:
         """``realtime``: how many of the requests came from live streams; only their share of the time
         counts toward capacity (a file takes what is left, so it must not close admission for them)."""
         self.stats.record(len(requests), elapsed)
         share = 1.0 if realtime is None else realtime / len(requests)
-        self.capacity.decoded(time.perf_counter(), elapsed, len(requests), share)
+        self.capacity.decoded(time.perf_counter(), elapsed, len(requests), share, greedy)
         self.metrics.decode_seconds.observe(elapsed)
         self.metrics.batch_size.observe(len(requests))
         self.metrics.decode_audio_seconds.inc(sum(len(r.audio) for r in requests) / SAMPLE_RATE)
