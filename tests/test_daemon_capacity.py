@@ -138,23 +138,16 @@ async def test_the_stream_that_would_overload_the_engine_is_refused_and_the_othe
         assert result.close_code == 1000 and len(result.committed) == len([w for w in words if w.end <= 12.0])
 
 
-class BeamRecordingEngine:
-    """The scripted engine, remembering the beam each round's windows were asked for."""
+class BeamRecordingEngine(CostlyEngine):
+    """The costly engine, remembering the beam each round's windows were asked for."""
 
     def __init__(self, words) -> None:
-        self.inner, self.rounds = ScriptedEngine(timeline_script(words)), []
-        self.name, self.languages, self.max_prompt_tokens = "recording", ("en",), 223
-
-    def prompt_tokens(self, text: str) -> int:
-        return len(text.split())
-
-    def decode(self, request):
-        return self.decode_batch([request])[0]
+        super().__init__(words, cost=0.05)
+        self.rounds: list[list[int | None]] = []
 
     def decode_batch(self, requests):
-        time.sleep(0.05)
         self.rounds.append([r.beam_size for r in requests])
-        return [self.inner.decode(r) for r in requests]
+        return super().decode_batch(requests)
 
 
 async def test_the_beam_serves_a_lone_stream_and_every_window_is_greedy_once_more_streams_are_live():

@@ -202,8 +202,7 @@ class Scheduler:
             log.warning("batched decode of %d windows failed (%s); retrying one by one", len(batch), exc)
             results = [await loop.run_in_executor(self._executor, _decode_one, self.engine, r) for r in requests]
         elapsed = time.perf_counter() - started
-        self._record(requests, elapsed, sum(not entry.session.batch for entry, _ in batch),
-                     greedy=all(r.beam_size == 1 for r in requests))
+        self._record(requests, elapsed, sum(not entry.session.batch for entry, _ in batch))
         outs = await self.call(_complete_all, [entry.session for entry, _ in batch], list(results))
         for (entry, _), out in zip(batch, outs):
             entry.served = self._round
@@ -221,12 +220,12 @@ class Scheduler:
         crowded = self.beam_streams > 0 and len(self._entries) > self.beam_streams
         return [replace(r, beam_size=1 if crowded else r.beam_size or self.beam_size) for r in requests]
 
-    def _record(self, requests: list[DecodeRequest], elapsed: float, realtime: int | None = None,
-                greedy: bool = True) -> None:
+    def _record(self, requests: list[DecodeRequest], elapsed: float, realtime: int | None = None) -> None:
         """``realtime``: how many of the requests came from live streams; only their share of the time
         counts toward capacity (a file takes what is left, so it must not close admission for them)."""
         self.stats.record(len(requests), elapsed)
         share = 1.0 if realtime is None else realtime / len(requests)
+        greedy = all(r.beam_size == 1 for r in requests)  # a beam round is no sample of the greedy cost
         self.capacity.decoded(time.perf_counter(), elapsed, len(requests), share, greedy)
         self.metrics.decode_seconds.observe(elapsed)
         self.metrics.batch_size.observe(len(requests))
