@@ -32,14 +32,15 @@ class EngineConfig(_Section):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     quantize: Literal["auto", "none", "int8"] = Field(
         "auto", description="CPU only: dynamic int8 linear layers (auto = int8 on CPU)")
-    encoder_dtype: Literal["auto", "model", "bfloat16"] = Field(
-        "auto", description="CPU: the encoder's float type. auto = bfloat16 instead of int8 where torch sees AMX "
-        "tiles (the encoder 2.2x faster than int8 and nearer float32; base's offline and streamed text better, "
-        "docs/engine.md), else as model; model = the engine's own (int8 layers); bfloat16 = always (slow without AMX)")
+    encoder_dtype: Literal["auto", "model", "bfloat16", "float32"] = Field(
+        "auto", description="CPU: the encoder's float type. auto = bfloat16 instead of int8 where the CPU multiplies "
+        "bfloat16 natively (AMX tiles or AVX-512 BF16: text much nearer float32's, docs/engine.md), else as model; "
+        "model = the engine's own (int8 layers); bfloat16 = always (3-8x slower where emulated); float32 = "
+        "unquantised encoder beside the int8 decoder (bfloat16's text where bfloat16 is emulated; ~0.2 s per update)")
     cross_attention_dtype: Literal["auto", "model", "bfloat16"] = Field(
         "auto", description="CPU: the float type of the decoder's cross-attention keys/values (the bytes each "
-        "decoder step reads most). auto = bfloat16 where the encoder runs in bfloat16 (docs/engine.md), else "
-        "as model")
+        "decoder step reads most). auto = bfloat16 where the encoder runs in bfloat16 on AMX tiles (faster "
+        "there, slower without them; docs/engine.md), else as model")
     threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = all cores")
     compile: bool = Field(True, description="CUDA only: static KV cache + torch.compile")
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 2, 4, 8],

@@ -22,7 +22,7 @@ def test_a_window_goes_to_the_smallest_bucket_that_holds_it():
 def test_the_full_length_path_is_the_models_own_encoder(tiny_engine):
     audio = np.random.default_rng(1).normal(0, 0.05, 16000 * 4).astype(np.float32)
     feats = tiny_engine.features([audio], sampling_rate=16000, return_tensors="pt").input_features
-    feats = feats.to(tiny_engine.encoder_dtype)                  # bfloat16 where the CPU has AMX
+    feats = feats.to(tiny_engine.encoder_dtype)                  # bfloat16 where the CPU has it natively
     encoder = tiny_engine.model.model.encoder
     with torch.inference_mode():
         ours = encode(encoder, feats, 30.0)

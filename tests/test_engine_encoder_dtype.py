@@ -1,7 +1,7 @@
-"""A bfloat16 encoder on the CPU (``engine.encoder_dtype``): AMX tiles run it, the decoder stays int8.
+"""A bfloat16 encoder on the CPU (``engine.encoder_dtype``) where the CPU has it natively; the decoder stays int8.
 
-With it, the decoder's cross-attention keys/values are kept in bfloat16 (``engine.cross_attention_dtype``),
-and one window's detection, decode and word-time passes share one projection of them.
+With it, on AMX machines, the decoder's cross-attention keys/values are kept in bfloat16
+(``engine.cross_attention_dtype``), and one window's detection, decode and word-time passes share one projection of them.
 """
 
 from __future__ import annotations
@@ -20,18 +20,37 @@ from support import word_distance
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
 
-def test_the_encoder_dtype_is_bfloat16_only_where_asked_or_where_amx_runs_it(monkeypatch):
+def _cpu_has(monkeypatch, amx: bool, avx512_bf16: bool) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+
+
+def test_the_encoder_dtype_is_bfloat16_only_where_asked_or_where_the_cpu_has_it_natively(monkeypatch):
     assert _encoder_dtype("model", CPU, torch.float32, int8=True) == torch.float32
+    assert _encoder_dtype("float32", CPU, torch.float32, int8=True) == torch.float32
     assert _encoder_dtype("bfloat16", CPU, torch.float32, int8=False) == torch.bfloat16
     assert _encoder_dtype("bfloat16", CUDA, torch.float16, int8=False) == torch.float16   # the GPU keeps fp16
     assert _encoder_dtype("auto", CPU, torch.bfloat16, int8=False) == torch.bfloat16      # already all bf16
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
-    assert _encoder_dtype("auto", CPU, torch.float32, int8=True) == torch.bfloat16
-    assert _encoder_dtype("auto", CPU, torch.float32, int8=False) == torch.float32        # float32 asked for
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    for amx, avx512_bf16 in ((True, False), (False, True), (True, True)):
+        _cpu_has(monkeypatch, amx, avx512_bf16)
+        assert _encoder_dtype("auto", CPU, torch.float32, int8=True) == torch.bfloat16
+        assert _encoder_dtype("auto", CPU, torch.float32, int8=False) == torch.float32    # float32 asked for
+    _cpu_has(monkeypatch, False, False)                                                   # emulated: stays int8
     assert _encoder_dtype("auto", CPU, torch.float32, int8=True) == torch.float32
-    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)   # a torch without the helper
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)   # a torch without the helpers
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
     assert _encoder_dtype("auto", CPU, torch.float32, int8=True) == torch.float32
+
+
+def test_a_float32_encoder_beside_the_int8_decoder():
+    """Where bfloat16 is emulated, ``float32`` buys the better encoder without quantising it."""
+    engine = load_engine(model="tiny.en", encoder_dtype="float32", warmup=False)
+    assert engine.dtype == "int8, encoder float32"
+    encoder, decoder = engine.model.model.encoder, engine.model.model.decoder
+    assert {p.dtype for p in encoder.parameters()} == {torch.float32}
+    assert type(encoder.layers[0].fc1) is torch.nn.Linear
+    assert any("quantized" in type(m).__module__ for m in decoder.modules())
+    assert engine.decoder.cross_dtype is None
 
 
 @pytest.fixture(scope="module")
@@ -65,26 +84,31 @@ def test_the_bfloat16_encoder_is_nearer_float32_than_the_int8_one(bf16_engine, s
     assert word_distance(text, reference) <= 1
 
 
-def test_cross_attention_keys_follow_a_bfloat16_encoder_on_the_cpu_only():
+def test_cross_attention_keys_follow_a_bfloat16_encoder_on_amx_cpus_only(monkeypatch):
+    _cpu_has(monkeypatch, amx=True, avx512_bf16=True)
     assert _cross_dtype("auto", CPU, torch.bfloat16) == torch.bfloat16
     assert _cross_dtype("auto", CPU, torch.float32) is None              # an int8/float32 encoder: its output's
     assert _cross_dtype("model", CPU, torch.bfloat16) is None
     assert _cross_dtype("bfloat16", CPU, torch.float32) == torch.bfloat16
     assert _cross_dtype("bfloat16", CUDA, torch.float16) is None          # typed static buffers there
+    _cpu_has(monkeypatch, amx=False, avx512_bf16=True)                     # slower there (docs/engine.md)
+    assert _cross_dtype("auto", CPU, torch.bfloat16) is None
+    assert _cross_dtype("bfloat16", CPU, torch.bfloat16) == torch.bfloat16
 
 
-def test_bfloat16_cross_attention_keys_keep_the_text(bf16_engine, shared_data):
+def test_bfloat16_cross_attention_keys_keep_the_text(shared_data):
     """Half the bytes per decoder step (docs/engine.md); the text of jfk stays within a word of float32 keys."""
-    assert bf16_engine.decoder.cross_dtype == torch.bfloat16
+    bf16_keys = load_engine(model="tiny.en", encoder_dtype="bfloat16", cross_attention_dtype="bfloat16")
+    assert bf16_keys.decoder.cross_dtype == torch.bfloat16
     jfk = load_audio(shared_data / "jfk/jfk.wav")
     with torch.inference_mode():
-        encoded = bf16_engine.encode([jfk])
-        state = bf16_engine.decoder.start(encoded)
+        encoded = bf16_keys.encode([jfk])
+        state = bf16_keys.decoder.start(encoded)
     assert {k.dtype for k in state.cross_k + state.cross_v} == {torch.bfloat16}
     assert all(k.is_contiguous() for k in state.cross_k + state.cross_v)
     float_keys = load_engine(model="tiny.en", encoder_dtype="bfloat16", cross_attention_dtype="model", warmup=False)
     assert float_keys.decoder.cross_dtype is None
-    ours, reference = (e.decode(DecodeRequest(jfk)) for e in (bf16_engine, float_keys))
+    ours, reference = (e.decode(DecodeRequest(jfk)) for e in (bf16_keys, float_keys))
     assert word_distance(ours.text, reference.text) <= 1
     assert [w.word for w in ours.words][:5] == [w.word for w in reference.words][:5]
 

@@ -59,7 +59,7 @@ def test_scripted_engine_describes_a_multilingual_whisper():
 def test_whisper_engine_tells_callers_what_it_is(tiny_engine):
     assert isinstance(tiny_engine, Engine)
     assert (tiny_engine.name, tiny_engine.device) == ("tiny.en", "cpu")
-    assert tiny_engine.dtype in ("int8", "int8, encoder bfloat16")   # bfloat16 where the CPU has AMX
+    assert tiny_engine.dtype in ("int8", "int8, encoder bfloat16")   # bfloat16 where the CPU has it natively
     assert tiny_engine.max_window_seconds == 30.0 and tiny_engine.languages == ("en",)
 
 

@@ -69,7 +69,7 @@ def streamer_engine(model: str, quantize: str, tokens: int, threads: int):
     """The whisper backend; ``compiled`` is the CUDA path's static cache + inductor step, tried on the CPU.
 
     ``int8+int8-encoder`` keeps the encoder's layers int8 too (``engine.encoder_dtype = "model"``);
-    plain ``int8`` takes the default encoder (bfloat16 where the CPU has AMX tiles).
+    plain ``int8`` takes the default encoder (bfloat16 where the CPU has AMX tiles or AVX-512 BF16).
     """
     if quantize == "int8+int8-encoder":
         return load_engine(model=model, quantize="int8", encoder_dtype="model", max_new_tokens=tokens, threads=threads)

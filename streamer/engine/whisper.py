@@ -1,7 +1,8 @@
 """The Whisper engine: transformers weights, our batched greedy loop, DTW word times.
 
 CPU: float32 with dynamic int8 linear layers (about 2x faster than fp32 at the same
-transcript on 2 cores); the encoder in bfloat16 where AMX tiles run it (``engine.encoder_dtype``).
+transcript on 2 cores); the encoder in bfloat16 where the CPU multiplies bfloat16 natively (AMX
+tiles or AVX-512 BF16; ``engine.encoder_dtype``).
 CUDA: fp16, SDPA, a static KV cache and a ``torch.compile``d decoder step warmed up for every
 batch size the daemon uses, so nothing recompiles while serving.
 """
@@ -75,7 +76,8 @@ class WhisperEngine(WordTimingViews):
         self.device = device.type
         self.dtype = "int8" if quantized else str(dtype).removeprefix("torch.")
         self.encoder_dtype = _weights_dtype(model.model.encoder)
-        if self.encoder_dtype != dtype:
+        encoder_int8 = any("quantized" in type(m).__module__ for m in model.model.encoder.modules())
+        if self.encoder_dtype != dtype or (quantized and not encoder_int8):
             self.dtype += f", encoder {str(self.encoder_dtype).removeprefix('torch.')}"
         self.languages = tokens.languages
         self.decoder = KVDecoder(model, cross_dtype=_cross_dtype(config.cross_attention_dtype, device,
@@ -266,11 +268,12 @@ def load_whisper(config: EngineConfig, compile: CompileOptions | None = None) ->
     model = _load_model(source, dtype, device)
     int8 = device.type == "cpu" and config.quantize in ("auto", "int8") and dtype == torch.float32
     model.model.encoder.to(_encoder_dtype(config.encoder_dtype, device, dtype, int8))
+    int8_encoder = config.encoder_dtype != "float32"
     tokens = _load_tokens(source, model.config.vocab_size)
     generation = _load_generation(source)
     quantized = False
     if int8:
-        model, quantized = _quantize_int8(model, rows=config.drafts)
+        model, quantized = _quantize_int8(model, rows=config.drafts, encoder=int8_encoder)
     if compile is None and device.type == "cuda" and config.compile:
         widths = DRAFT_WIDTHS if config.drafts else ()
         compile = CompileOptions(batch_sizes=tuple(config.batch_sizes), draft_widths=widths)
@@ -281,13 +284,13 @@ def load_whisper(config: EngineConfig, compile: CompileOptions | None = None) ->
     return engine
 
 
-def _quantize_int8(model, rows: bool = False) -> tuple[object, bool]:
+def _quantize_int8(model, rows: bool = False, encoder: bool = True) -> tuple[object, bool]:
     """Dynamic int8 linear layers: on 2 CPU cores this halves decode time at the same transcript.
 
     ``rows``: the decoder's layers quantise each token on its own (:mod:`streamer.engine.rowquant`),
     so a token's logits do not depend on what else is in the pass; draft verification needs
     that to be lossless. The encoder (always one full window per row) keeps torch's layers, and
-    stays as it is when it was moved to bfloat16 (``engine.encoder_dtype``).
+    stays as it is when it was moved to bfloat16 or ``encoder`` is false (``engine.encoder_dtype``).
     torch marks the eager quantisation API deprecated (but ships it through 2.14); if a future
     torch drops it we keep running in float32 rather than fail.
     """
@@ -307,7 +310,7 @@ def _quantize_int8(model, rows: bool = False) -> tuple[object, bool]:
             else:
                 dynamic(model.model.decoder)
                 model.proj_out = dynamic(torch.nn.Sequential(model.proj_out))[0]  # it swaps children only
-            if _weights_dtype(model.model.encoder) == torch.float32:
+            if encoder and _weights_dtype(model.model.encoder) == torch.float32:
                 dynamic(model.model.encoder)
             return model, True
     except (AttributeError, RuntimeError) as exc:
@@ -320,31 +323,44 @@ def _weights_dtype(module: torch.nn.Module) -> torch.dtype:
 
 
 def _encoder_dtype(name: str, device: torch.device, dtype: torch.dtype, int8: bool) -> torch.dtype:
-    """The encoder's dtype on the CPU: bfloat16 runs on AMX tiles where the CPU has them.
+    """The encoder's dtype on the CPU: bfloat16 where the CPU multiplies bfloat16 natively.
 
-    Measured on this project's AMX machine (docs/engine.md): base's encoder on a 30 s window
-    0.283 -> 0.128 s against int8, and nearer float32's output than int8. ``auto`` replaces only
-    an int8 encoder (an unquantised float32 engine was asked for exact float32), and only where
-    torch sees the tiles (a private helper; absent means no): elsewhere bfloat16 is emulated, slower.
+    Measured (docs/engine.md): on an AMX machine base's encoder on a 30 s window took 0.283 -> 0.128 s
+    against int8; on an AVX-512 BF16 machine without AMX (AMD Zen 4) 0.32 -> 0.36 s, a small price for
+    much better text (the int8 encoder's offline decode loops in spontaneous speech, and the stream
+    reads worse in every group). ``auto`` replaces only an int8 encoder (an unquantised float32 engine
+    was asked for exact float32), and only where torch reports AMX tiles or AVX-512 BF16 (private
+    helpers; absent means no): elsewhere bfloat16 is emulated, 3-8x slower, and the encoder stays
+    int8 (``float32`` is the better-text choice there, at about 0.2 s more per update).
     """
-    if device.type != "cpu" or dtype != torch.float32 or name == "model":
+    if device.type != "cpu" or dtype != torch.float32 or name in ("model", "float32"):
         return dtype
     if name == "bfloat16":
         return torch.bfloat16
-    has_amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    return torch.bfloat16 if int8 and has_amx() else dtype
+    return torch.bfloat16 if int8 and _native_bfloat16() else dtype
+
+
+def _cpu_reports(helper: str) -> bool:
+    """One of torch's private CPU feature helpers; a torch without it counts as no."""
+    return bool(getattr(torch.cpu, helper, lambda: False)())
+
+
+def _native_bfloat16() -> bool:
+    return _cpu_reports("_is_amx_tile_supported") or _cpu_reports("_is_avx512_bf16_supported")
 
 
 def _cross_dtype(name: str, device: torch.device, encoder_dtype: torch.dtype) -> torch.dtype | None:
     """The cross-attention keys/values' dtype on the CPU (None: the encoder output's, float32 there).
 
-    ``auto`` follows a bfloat16 encoder, whose output already has bfloat16's precision: a step
-    then reads half the bytes (docs/engine.md, measured there). The GPU path keeps its dtype
-    (its static buffers and captured graphs are typed once).
+    ``auto`` follows a bfloat16 encoder, whose output already has bfloat16's precision, on AMX
+    machines: a step then reads half the bytes, and there that made it faster. Without AMX (AVX-512
+    BF16 only) the bfloat16 attention was slower instead (decoder + word times 0.48 -> 0.53 s per
+    update, docs/engine.md), so the keys stay float32 there. The GPU path keeps its dtype (its static
+    buffers and captured graphs are typed once).
     """
     if device.type != "cpu" or name == "model":
         return None
-    if name == "bfloat16" or encoder_dtype == torch.bfloat16:
+    if name == "bfloat16" or (encoder_dtype == torch.bfloat16 and _cpu_reports("_is_amx_tile_supported")):
         return torch.bfloat16
     return None
 
