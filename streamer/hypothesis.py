@@ -114,6 +114,7 @@ class Engine(Protocol):
     max_window_seconds: float  # the longest window one decode accepts (30.0 for Whisper)
     languages: tuple[str, ...]  # language codes it can transcribe; ("en",) for English-only models
     max_prompt_tokens: int  # the most prompt tokens (vocabulary + rolling prompt) one decode takes
+    beam_search: bool  # whether ``DecodeRequest.beam_size`` is honoured (False: greedy only, the compiled CUDA loop)
 
     def prompt_tokens(self, text: str) -> int:
         """How many of ``max_prompt_tokens`` ``text`` takes (so a caller can refuse a vocabulary over the limit)."""

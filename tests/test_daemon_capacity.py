@@ -105,6 +105,7 @@ class CostlyEngine:
     def __init__(self, words, cost: float) -> None:
         self.inner, self.cost = ScriptedEngine(timeline_script(words)), cost
         self.name, self.languages, self.max_prompt_tokens = "costly", ("en",), 223
+        self.beam_search = True
 
     def prompt_tokens(self, text: str) -> int:
         return len(text.split())
@@ -164,3 +165,17 @@ async def test_the_beam_serves_a_lone_stream_and_every_window_is_greedy_once_mor
     for result in (alone, *together):  # and every stream's text in full either way
         assert result.close_code == 1000 and len(result.committed) == len([w for w in words if w.end <= 6.0])
 
+
+
+async def test_an_engine_without_beam_search_gets_greedy_rounds_that_count_toward_capacity():
+    """The compiled CUDA loop decodes greedily whatever beam is configured: its rounds are greedy samples."""
+    words = timeline(6)
+    engine = BeamRecordingEngine(words)
+    engine.beam_search = False
+    cfg = settings(**{"engine.beam_size": 3, "server.beam_streams": 1, "server.max_batch": 4})
+    async with running_server(cfg, engine) as server:
+        alone = await run_stream(server.url, pcm16(6.0), {}, pace=0.02)
+        samples = len(server.host.scheduler.capacity._rounds)
+    assert engine.rounds and all(beams == [1] for beams in engine.rounds)
+    assert samples == len(engine.rounds)       # every round a sample of the cost line (a beam round is not)
+    assert alone.close_code == 1000 and len(alone.committed) == len([w for w in words if w.end <= 6.0])

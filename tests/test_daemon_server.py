@@ -368,6 +368,7 @@ class BatchCostEngine:
     """A scripted engine whose batched call costs a fixed time whatever its size (like a GPU)."""
 
     name = "batch-cost"
+    beam_search = True
 
     def __init__(self, words, cost: float) -> None:
         self.inner, self.cost, self.sizes = scripted(words), cost, []

@@ -215,9 +215,11 @@ class Scheduler:
 
         A beam is the better text (docs/engine.md: the sonnet and LibriSpeech within reach of an
         offline decode) but costs decoder time that more streams need: with more than
-        ``beam_streams`` sessions live, every window is decoded greedily.
+        ``beam_streams`` sessions live, every window is decoded greedily. An engine without beam
+        search (the compiled CUDA loop) decodes greedily anyway: its rounds say so, so that they count
+        as samples of the greedy cost.
         """
-        crowded = self.beam_streams > 0 and len(self._entries) > self.beam_streams
+        crowded = not self.engine.beam_search or (self.beam_streams > 0 and len(self._entries) > self.beam_streams)
         return [replace(r, beam_size=1 if crowded else r.beam_size or self.beam_size) for r in requests]
 
     def _record(self, requests: list[DecodeRequest], elapsed: float, realtime: int | None = None) -> None:

@@ -43,6 +43,7 @@ class FasterWhisperEngine(WordTimingViews):
 
     max_window_seconds = MAX_WINDOW_SECONDS
     max_prompt_tokens = MAX_PROMPT_TOKENS
+    beam_search = True
 
     def __init__(self, model, config: EngineConfig):
         from faster_whisper import WhisperModel

@@ -38,6 +38,7 @@ class ScriptedEngine:
     max_window_seconds: float = MAX_WINDOW_SECONDS
     languages: tuple[str, ...] = tuple(WHISPER_LANGUAGES)
     max_prompt_tokens: int = MAX_PROMPT_TOKENS
+    beam_search: bool = True
     calls: list[DecodeRequest] = field(default_factory=list)
 
     def decode(self, request: DecodeRequest) -> Hypothesis:

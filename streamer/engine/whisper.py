@@ -91,6 +91,7 @@ class WhisperEngine(WordTimingViews):
                                     generation.get("begin_suppress_tokens") or [220, tokens.eot], vocab, device)
         self.compiled = build_compiled(self.decoder, tokens, model.config.d_model, device, dtype,
                                        compile) if compile else None
+        self.beam_search = self.compiled is None   # the compiled CUDA loop is greedy only
         self.last_timing: dict[str, float] = {}
 
     @staticmethod
@@ -154,7 +155,7 @@ class WhisperEngine(WordTimingViews):
 
         The compiled CUDA loop is greedy only: there every row is decoded greedily."""
         drafts = [self._draft(r) for r in requests]
-        beams = [1 if self.compiled is not None else r.beam_size or self.config.beam_size for r in requests]
+        beams = [r.beam_size or self.config.beam_size if self.beam_search else 1 for r in requests]
         if len(set(beams)) == 1:
             return self._decode_group(encoder_out, rows, drafts, beams[0])
         results: list = [None] * len(rows)
