@@ -37,6 +37,9 @@ def test_the_encoder_dtype_is_bfloat16_only_where_asked_or_where_the_cpu_has_it_
         assert _encoder_dtype("auto", CPU, torch.float32, int8=False) == torch.float32    # float32 asked for
     _cpu_has(monkeypatch, False, False)                                                   # emulated: stays int8
     assert _encoder_dtype("auto", CPU, torch.float32, int8=True) == torch.float32
+    _cpu_has(monkeypatch, True, True)
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)             # a torch without oneDNN
+    assert _encoder_dtype("auto", CPU, torch.float32, int8=True) == torch.float32
     monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)   # a torch without the helpers
     monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
     assert _encoder_dtype("auto", CPU, torch.float32, int8=True) == torch.float32

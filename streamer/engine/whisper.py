@@ -347,7 +347,9 @@ def _cpu_reports(helper: str) -> bool:
 
 
 def _native_bfloat16() -> bool:
-    return _cpu_reports("_is_amx_tile_supported") or _cpu_reports("_is_avx512_bf16_supported")
+    """oneDNN runs bfloat16 matrix products on AMX tiles or AVX-512 BF16 (a torch without it: emulated)."""
+    native = _cpu_reports("_is_amx_tile_supported") or _cpu_reports("_is_avx512_bf16_supported")
+    return native and torch.backends.mkldnn.is_available()
 
 
 def _cross_dtype(name: str, device: torch.device, encoder_dtype: torch.dtype) -> torch.dtype | None:
