@@ -155,7 +155,7 @@ class WhisperEngine(WordTimingViews):
 
         The compiled CUDA loop is greedy only: there every row is decoded greedily."""
         drafts = [self._draft(r) for r in requests]
-        beams = [r.beam_size or self.config.beam_size if self.beam_search else 1 for r in requests]
+        beams = [(r.beam_size or self.config.beam_size) if self.beam_search else 1 for r in requests]
         if len(set(beams)) == 1:
             return self._decode_group(encoder_out, rows, drafts, beams[0])
         results: list = [None] * len(rows)
@@ -326,13 +326,11 @@ def _weights_dtype(module: torch.nn.Module) -> torch.dtype:
 def _encoder_dtype(name: str, device: torch.device, dtype: torch.dtype, int8: bool) -> torch.dtype:
     """The encoder's dtype on the CPU: bfloat16 where the CPU multiplies bfloat16 natively.
 
-    Measured (docs/engine.md): on an AMX machine base's encoder on a 30 s window took 0.283 -> 0.128 s
-    against int8; on an AVX-512 BF16 machine without AMX (AMD Zen 4) 0.32 -> 0.36 s, a small price for
-    much better text (the int8 encoder's offline decode loops in spontaneous speech, and the stream
-    reads worse in every group). ``auto`` replaces only an int8 encoder (an unquantised float32 engine
-    was asked for exact float32), and only where torch reports AMX tiles or AVX-512 BF16 (private
-    helpers; absent means no): elsewhere bfloat16 is emulated, 3-8x slower, and the encoder stays
-    int8 (``float32`` is the better-text choice there, at about 0.2 s more per update).
+    Measured (docs/engine.md): base's encoder on a 30 s window 0.283 -> 0.128 s against int8 on AMX,
+    0.32 -> 0.36 s with AVX-512 BF16 alone (AMD Zen 4), and on both the streamed text better in almost
+    every group. ``auto`` replaces only an int8 encoder (an unquantised float32 engine was asked for
+    exact float32). Elsewhere bfloat16 is emulated, 3-8x slower, and the encoder stays int8
+    (``float32`` is the better-text choice there, at about 0.2 s more per update).
     """
     if device.type != "cpu" or dtype != torch.float32 or name in ("model", "float32"):
         return dtype
