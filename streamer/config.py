@@ -36,7 +36,8 @@ class EngineConfig(_Section):
         "auto", description="CPU: the encoder's float type. auto = bfloat16 instead of int8 where the CPU multiplies "
         "bfloat16 natively (AMX tiles or AVX-512 BF16: text much nearer float32's, docs/engine.md), else as model; "
         "model = the engine's own (int8 layers); bfloat16 = always (3-8x slower where emulated); float32 = "
-        "unquantised encoder beside the int8 decoder (bfloat16's text where bfloat16 is emulated; ~0.2 s per update)")
+        "unquantised encoder beside the int8 decoder (near bfloat16's text where bfloat16 is emulated; ~0.2 s per "
+        "update)")
     cross_attention_dtype: Literal["auto", "model", "bfloat16"] = Field(
         "auto", description="CPU: the float type of the decoder's cross-attention keys/values (the bytes each "
         "decoder step reads most). auto = bfloat16 where the encoder runs in bfloat16 on AMX tiles (faster "
