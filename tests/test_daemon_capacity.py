@@ -166,7 +166,6 @@ async def test_the_beam_serves_a_lone_stream_and_every_window_is_greedy_once_mor
         assert result.close_code == 1000 and len(result.committed) == len([w for w in words if w.end <= 6.0])
 
 
-
 async def test_an_engine_without_beam_search_gets_greedy_rounds_that_count_toward_capacity():
     """The compiled CUDA loop decodes greedily whatever beam is configured: its rounds are greedy samples."""
     words = timeline(6)

@@ -1,7 +1,8 @@
 """A bfloat16 encoder on the CPU (``engine.encoder_dtype``) where the CPU has it natively; int8 decoder.
 
 With it, on AMX machines, the decoder's cross-attention keys/values are kept in bfloat16
-(``engine.cross_attention_dtype``), and one window's detection, decode and word-time passes share one projection of them.
+(``engine.cross_attention_dtype``), and one window's detection, decode and word-time passes share one
+projection of them.
 """
 
 from __future__ import annotations

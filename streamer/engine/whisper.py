@@ -269,12 +269,11 @@ def load_whisper(config: EngineConfig, compile: CompileOptions | None = None) ->
     model = _load_model(source, dtype, device)
     int8 = device.type == "cpu" and config.quantize in ("auto", "int8") and dtype == torch.float32
     model.model.encoder.to(_encoder_dtype(config.encoder_dtype, device, dtype, int8))
-    int8_encoder = config.encoder_dtype != "float32"
     tokens = _load_tokens(source, model.config.vocab_size)
     generation = _load_generation(source)
     quantized = False
     if int8:
-        model, quantized = _quantize_int8(model, rows=config.drafts, encoder=int8_encoder)
+        model, quantized = _quantize_int8(model, rows=config.drafts, encoder=config.encoder_dtype != "float32")
     if compile is None and device.type == "cuda" and config.compile:
         widths = DRAFT_WIDTHS if config.drafts else ()
         compile = CompileOptions(batch_sizes=tuple(config.batch_sizes), draft_widths=widths)
