@@ -664,9 +664,27 @@ def test_a_pause_decode_that_skips_audio_does_not_lose_what_earlier_decodes_hear
             return replace(heard, words=tuple(w for w in heard.words if w.end <= request.offset + 0.5))
         return heard
 
-    proc = StreamProcessor(StreamConfig(min_chunk=1.0, end_silence=0.5), ScriptedDetector([(0.95, 5.0)]))
+    # speech until 5.1 s, so the update at 5.09 s falls in speech (in the pause it would wait for the pause decode)
+    proc = StreamProcessor(StreamConfig(min_chunk=1.0, end_silence=0.5), ScriptedDetector([(0.95, 5.1)]))
     feed_and_drain(proc, ScriptedEngine(script), noise(7.0))
     assert [w.word for w in proc.committed_words] == [w.word for w in words]
+
+
+def test_an_update_due_in_a_starting_pause_waits_for_the_pause_decode():
+    """An update started just before a pause decode comes due holds the engine when the sentence's
+    last words need it: the update waits (at most ``pause_commit``) and the pause decode runs at once."""
+    def kinds(speech_end: float, resumes: bool) -> list[tuple[float, float]]:
+        spans = [(0.95, speech_end)] + ([(speech_end + 0.15, 7.0)] if resumes else [])
+        proc = StreamProcessor(StreamConfig(min_chunk=1.0, end_silence=0.5), ScriptedDetector(spans))
+        engine = ScriptedEngine(timeline_script(timeline(12)))
+        feed_and_drain(proc, engine, noise(6.0), finish=False)
+        return [round(c.offset + c.audio.size / SR, 2) for c in engine.calls]
+
+    # speech ends at 5.0 s; the update due at 5.09 s waits, the pause decode (0.2 s of pause) covers it
+    assert kinds(5.0, resumes=False) == [1.79, 2.88, 4.0, 5.22]
+    # a pause shorter than pause_commit: the update runs once speech resumes, no pause decode
+    after = kinds(5.0, resumes=True)
+    assert after[:3] == [1.79, 2.88, 4.0] and 5.09 < after[3] <= 5.22
 
 
 def _two_utterances(second_words: int, carry: float):

@@ -155,6 +155,17 @@ class Segmenter:
         return (utterance.pause_at is not None and utterance is self.open and utterance.new_samples > 0
                 and self.gate is not None and self.gate.speech_samples >= MIN_SPEECH * SAMPLE_RATE)
 
+    def pause_pending(self, utterance: Utterance) -> bool:
+        """The open utterance is in a pause that a pause decode will follow if it lasts ``pause_commit``.
+
+        An update started now would hold the engine when that pause decode comes due, and the
+        sentence's last words would wait for both; so the update waits, at most ``pause_commit``
+        seconds, until the pause either becomes a pause decode or ends in speech.
+        """
+        threshold = self.config.pause_commit * SAMPLE_RATE
+        return (threshold > 0 and utterance is self.open and utterance.pause_at is None and self.gate is not None
+                and 0 < self.gate.pause_samples < threshold and self.gate.speech_samples >= MIN_SPEECH * SAMPLE_RATE)
+
     def probe_due(self) -> bool:
         """Sound the VAD keeps calling non-speech has gone on long enough to be checked by a decode."""
         return (self.gate is not None and not self.gate.in_utterance and self.open is None and not self.closed

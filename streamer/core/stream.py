@@ -322,7 +322,7 @@ class StreamProcessor:
             return "forced"
         if self._audio.pause_due(utterance):
             return "pause"
-        if utterance.new_samples >= self.config.min_chunk * SAMPLE_RATE:
+        if utterance.new_samples >= self.config.min_chunk * SAMPLE_RATE and not self._audio.pause_pending(utterance):
             return "update"
         return None
 
