@@ -673,7 +673,7 @@ def test_a_pause_decode_that_skips_audio_does_not_lose_what_earlier_decodes_hear
 def test_an_update_due_in_a_starting_pause_waits_for_the_pause_decode():
     """An update started just before a pause decode comes due holds the engine when the sentence's
     last words need it: the update waits (at most ``pause_commit``) and the pause decode runs at once."""
-    def kinds(speech_end: float, resumes: bool) -> list[tuple[float, float]]:
+    def ends(speech_end: float, resumes: bool) -> list[float]:
         spans = [(0.95, speech_end)] + ([(speech_end + 0.15, 7.0)] if resumes else [])
         proc = StreamProcessor(StreamConfig(min_chunk=1.0, end_silence=0.5), ScriptedDetector(spans))
         engine = ScriptedEngine(timeline_script(timeline(12)))
@@ -681,10 +681,12 @@ def test_an_update_due_in_a_starting_pause_waits_for_the_pause_decode():
         return [round(c.offset + c.audio.size / SR, 2) for c in engine.calls]
 
     # speech ends at 5.0 s; the update due at 5.09 s waits, the pause decode (0.2 s of pause) covers it
-    assert kinds(5.0, resumes=False) == [1.79, 2.88, 4.0, 5.22]
+    assert ends(5.0, resumes=False) == [1.79, 2.88, 4.0, 5.22]
     # a pause shorter than pause_commit: the update runs once speech resumes, no pause decode
-    after = kinds(5.0, resumes=True)
+    after = ends(5.0, resumes=True)
     assert after[:3] == [1.79, 2.88, 4.0] and 5.09 < after[3] <= 5.22
+    # a pause window under PAUSE_MIN_WINDOW commits only by agreement: the update it agrees with still runs
+    assert ends(2.8, resumes=False)[:3] == [1.79, 2.88, 3.01]
 
 
 def _two_utterances(second_words: int, carry: float):
