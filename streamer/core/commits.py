@@ -14,7 +14,7 @@ import logging
 from streamer.config import StreamConfig
 from streamer.core.agreement import LocalAgreement, new_words_after
 from streamer.core.buffer import TimeMap
-from streamer.core.segmenter import Segmenter, Utterance
+from streamer.core.segmenter import PAUSE_MIN_WINDOW, Segmenter, Utterance
 from streamer.core.window import cut_before_word, forced_cut, trim_point
 from streamer.hypothesis import Word
 
@@ -22,7 +22,6 @@ log = logging.getLogger(__name__)
 
 PAUSE_START_SLACK = 0.05  # s: a word must start this much before the pause to be committed by it
 PAUSE_MIN_PROBABILITY = 0.1  # a pause commit (one hypothesis, no agreement) stops at a word less sure than this
-PAUSE_MIN_WINDOW = 2.5  # s: a shorter pause window commits by agreement only (too little context alone)
 SKIP_SECONDS = 1.0  # earlier tentative words ending this far past all a pause decode heard: it skipped audio
 
 

@@ -34,7 +34,7 @@ from streamer.config import StreamConfig
 from streamer.core.agreement import LocalAgreement, new_words_after
 from streamer.core.buffer import TimeMap
 from streamer.core.casing import SentenceCase
-from streamer.core.commits import PAUSE_MIN_WINDOW, Committer
+from streamer.core.commits import Committer
 from streamer.core.events import SpeechBoundary, TranscriptEvent
 from streamer.core.floor import CommitFloor, in_time_order
 from streamer.core.guards import assess, find_repetition_loop, prompt_may_have_failed
@@ -322,19 +322,9 @@ class StreamProcessor:
             return "forced"
         if self._audio.pause_due(utterance):
             return "pause"
-        if utterance.new_samples >= self.config.min_chunk * SAMPLE_RATE and not self._makes_way(utterance):
+        if utterance.new_samples >= self.config.min_chunk * SAMPLE_RATE and not self._audio.pause_pending(utterance):
             return "update"
         return None
-
-    def _makes_way(self, utterance: Utterance) -> bool:
-        """An update due now waits for the pause decode that may come due in a moment.
-
-        Only where that decode can commit on its own (a window of ``PAUSE_MIN_WINDOW``): a
-        shorter pause window commits by agreement, and then the update is the hypothesis it
-        agrees with (LJ001-0025 with tiny.en: without the update at 2.2 s the first commit came
-        from one 3.3 s pause window, with a word the clip does not have).
-        """
-        return self._audio.pause_pending(utterance) and utterance.buffer.seconds >= PAUSE_MIN_WINDOW
 
     def _request(self, utterance: Utterance, kind: Kind) -> DecodeRequest:
         self._audio.drop_long_context(utterance)
