@@ -179,7 +179,9 @@ async def test_long_file_runs_at_full_speed_beside_a_live_stream(tiny_engine, sh
     error = wer(reference, result.text)
     assert error < 0.2, (error, result.text)
     assert result.segments[-1].end > 200
-    assert leads and max(leads) < 3.0, max(leads)  # never more than a chunk (plus a block) ahead of the decoder
+    # never more than a chunk and a block ahead of the decoder, plus one block fed while an update waits in the
+    # first 0.2 s of a pause for the pause decode (nothing is due until more audio says which comes)
+    assert leads and max(leads) < 3.5, max(leads)
     print(f"229 s file: {elapsed:.0f} s wall, WER {error:.3f}, max lead {max(leads):.2f} s")
 
 
