@@ -153,8 +153,7 @@ class Segmenter:
     def pause_due(self, utterance: Utterance) -> bool:
         """A pause was seen: decode now (or as soon as the engine is free, even if speech resumed)
         so that the words before it are committed without waiting for agreement."""
-        return (utterance.pause_at is not None and utterance is self.open and utterance.new_samples > 0
-                and self.gate is not None and self.gate.speech_samples >= MIN_SPEECH * SAMPLE_RATE)
+        return utterance.pause_at is not None and utterance.new_samples > 0 and self._open_with_speech(utterance)
 
     def pause_pending(self, utterance: Utterance) -> bool:
         """The open utterance is in a pause that a pause decode will follow if it lasts ``pause_commit``.
@@ -168,9 +167,13 @@ class Segmenter:
         a word the clip does not have).
         """
         threshold = self.config.pause_commit * SAMPLE_RATE
-        return (threshold > 0 and utterance is self.open and utterance.pause_at is None and self.gate is not None
-                and 0 < self.gate.pause_samples < threshold and self.gate.speech_samples >= MIN_SPEECH * SAMPLE_RATE
-                and utterance.buffer.seconds >= PAUSE_MIN_WINDOW)
+        return (utterance.pause_at is None and self._open_with_speech(utterance)
+                and 0 < self.gate.pause_samples < threshold and utterance.buffer.seconds >= PAUSE_MIN_WINDOW)
+
+    def _open_with_speech(self, utterance: Utterance) -> bool:
+        """The open utterance, with more than a blip of speech: what a pause decode needs."""
+        return (utterance is self.open and self.gate is not None
+                and self.gate.speech_samples >= MIN_SPEECH * SAMPLE_RATE)
 
     def probe_due(self) -> bool:
         """Sound the VAD keeps calling non-speech has gone on long enough to be checked by a decode."""
