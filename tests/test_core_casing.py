@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from streamer.bench.textscore import false_breaks, unreferenced_breaks
-from streamer.core.casing import SentenceCase, ends_sentence
+from streamer.core.casing import SentenceCase, ends_sentence, unshouted
 from streamer.hypothesis import Word
 
 
@@ -65,3 +65,18 @@ def test_a_dotted_abbreviation_is_no_false_break() -> None:
     assert false_breaks("printed in black letter, i.e. the letter") == 0
     assert false_breaks("we are concerned different. from most") == 1
     assert false_breaks("e.g. this. and that") == 1   # the abbreviation is skipped, the break after it is not
+
+
+def test_a_hypothesis_all_in_capitals_is_written_in_sentence_case() -> None:
+    assert _text(unshouted(_words(" ASK", " NOT!"))) == "Ask not!"
+    assert _text(unshouted(_words(" ASK", " WHAT", " YOU", " CAN", " DO", " FOR", " YOUR", " COUNTRY."))) == \
+        "Ask what you can do for your country."
+    assert _text(unshouted(_words(" I", " SAID", " NO!"))) == "I said no!"  # one-letter words take no part
+    assert [w.start for w in unshouted(_words(" ASK", " NOT!"))] == [0, 1]
+
+
+def test_acronyms_and_uncased_scripts_keep_their_capitals() -> None:
+    kept = [_words(" the", " FBI", " said"), _words(" NASA."), _words(" ASK", " what", " you"),
+            _words("東京", "タワー"), _words(" I", " A")]
+    for words in kept:
+        assert unshouted(words) == words

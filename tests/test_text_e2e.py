@@ -1,4 +1,5 @@
-"""Text quality through the real daemon: a vocabulary prompt, and whole characters in Mandarin.
+"""Text quality end to end: a vocabulary prompt and whole characters through the real daemon, and
+no shouted phrase from a short window through the streaming core.
 
 The clips are espeak-ng speech made by tests/audio/make_audio.sh.
 """
@@ -6,11 +7,13 @@ The clips are espeak-ng speech made by tests/audio/make_audio.sh.
 from __future__ import annotations
 
 import pytest
-
-from streamer.audio import load_audio
-from streamer.daemon.server import running_server
 from support import s16, scaled
 from support.ws import run_stream, settings
+
+from streamer.audio import load_audio
+from streamer.config import StreamConfig
+from streamer.daemon.server import running_server
+from streamer.replay import replay
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(scaled(600))]
 
@@ -49,3 +52,13 @@ async def test_japanese_through_the_daemon_never_breaks_a_character(base_engine,
     assert len(japanese) >= 10, every_word
     final = result.events[-1]["text"]
     assert "\ufffd" not in final and "キャンプ" in final, final   # offline: "...キャンプの外れの..."
+
+
+def test_a_short_phrase_on_its_own_is_not_shouted(base_engine, shared_data):
+    """base hears jfk's 1.5 s "ask not", decoded alone and unprompted, as "ASK NOT!", and a prompt
+    holding those capitals made the next utterance's first word "ASK" too. The offline decode writes
+    "ask not"; the stream writes no word in capitals either, and keeps every word."""
+    result = replay(load_audio(shared_data / "jfk/jfk.wav"), base_engine, StreamConfig(), language="en")
+    shouted = [w.word for w in result.words if sum(ch.isupper() for ch in w.word) >= 2]
+    assert not shouted, result.text
+    assert "ask not what your country can do for you" in result.text.lower(), result.text

@@ -9,6 +9,11 @@ decode makes. The capital of a word is therefore decided by what was committed b
 a committed ``.``/``?``/``!`` (not an ellipsis, not an abbreviation such as "i.e." or "Mr."),
 the word's first letter is upper case.
 
+A hypothesis written wholly in capitals is written in sentence case (:func:`unshouted`): on a
+short window without context Whisper sometimes shouts (base on jfk's 1.5 s "ask not", unprompted:
+"ASK NOT!"), and a prompt holding those capitals makes the next window shout too ("ASK what you
+can do"). An offline decode of the same audio writes "ask not".
+
 A wrong mark is not hidden by this: the mark is decided before (with audio after its word),
 and ``streamer bench text`` counts sentence marks the reference lacks, whatever the case of
 the word after them.
@@ -39,6 +44,32 @@ def ends_sentence(text: str) -> bool:
     if not text:
         return False
     return bool(_SENTENCE_END.search(text)) and not _NOT_AN_END.search(text)
+
+
+def _shouts(word: str) -> bool:
+    cased = [ch for ch in word if ch.isupper() or ch.islower()]
+    return len(cased) >= 2 and all(ch.isupper() for ch in cased)
+
+
+def _has_lower(word: str) -> bool:
+    return any(ch.islower() for ch in word)
+
+
+def unshouted(words: Sequence[Word]) -> list[Word]:
+    """``words`` (one hypothesis) in sentence case if all of its cased words are capitals.
+
+    It takes two words of two or more capital letters, and none with a small letter, so an
+    acronym among ordinary words ("the FBI said") or alone ("NASA.") is kept. The first word
+    keeps its capital initial, as Whisper writes a window's first word; every other letter is
+    small (a shouted German noun loses its capital: rarer than a shouted phrase).
+    """
+    if sum(_shouts(w.word) for w in words) < 2 or any(_has_lower(w.word) for w in words):
+        return list(words)
+    out = [replace(w, word=w.word.lower()) for w in words]
+    first = next((i for i, w in enumerate(out) if _has_lower(w.word)), None)
+    if first is not None:
+        out[first] = replace(out[first], word=_capitalised(out[first].word, None))
+    return out
 
 
 def _capitalised(text: str, language: str | None) -> str:

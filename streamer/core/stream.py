@@ -33,7 +33,7 @@ import numpy as np
 from streamer.config import StreamConfig
 from streamer.core.agreement import LocalAgreement, new_words_after
 from streamer.core.buffer import TimeMap
-from streamer.core.casing import SentenceCase
+from streamer.core.casing import SentenceCase, unshouted
 from streamer.core.commits import Committer
 from streamer.core.events import SpeechBoundary, TranscriptEvent
 from streamer.core.floor import CommitFloor, in_time_order
@@ -355,7 +355,7 @@ class StreamProcessor:
     # ----------------------------------------------------------------- results
 
     def _stream_words(self, words: tuple[Word, ...], timemap: TimeMap) -> list[Word]:
-        return stream_words(words, timemap, self._audio.speech_regions())
+        return unshouted(stream_words(words, timemap, self._audio.speech_regions()))
 
     def _retire(self, utterance: Utterance) -> None:
         self._utterance_done = True
