@@ -191,3 +191,24 @@ def test_the_committed_tail_said_again_after_the_split_is_new():
     committed = words("I said go", start=0.0)
     again = [*committed, *words("I said go now", start=3.0)]
     assert texts(new_words_after(committed, again)) == ["I", "said", "go", "now"]
+
+
+def test_a_capital_only_one_agreeing_hypothesis_has_is_not_committed():
+    # The newer window put a sentence break before "And" that the older one (and the committed
+    # comma) did not: the agreed word keeps the small initial, its own punctuation the newest's.
+    la = LocalAgreement(2)
+    la.insert(words("perfection, and it was net"))
+    assert texts(la.insert(words("perfection. And it was natural, therefore"))) == \
+        ["perfection.", "and", "it", "was"]
+    la = LocalAgreement(2)
+    la.insert(words("so the Middle Ages brought"))
+    assert texts(la.insert(words("so The Middle Ages brought calligraphy"))) == \
+        ["so", "the", "Middle", "Ages", "brought"]
+    la = LocalAgreement(2)  # a window's first word, the stream's or an utterance's: the newest window's case
+    la.insert(words("printing in the"))
+    assert texts(la.insert(words("Printing in the only"))) == ["Printing", "in", "the"]
+    la.insert(words("and Mr. John", start=5.0))
+    assert texts(la.insert(words("And Mr. John Collier", start=5.0))) == ["And", "Mr.", "John"]
+    la = LocalAgreement(2)
+    la.insert(words("I met Gutenberg in"))
+    assert texts(la.insert(words("I met Gutenberg in Mainz"))) == ["I", "met", "Gutenberg", "in"]

@@ -6,6 +6,15 @@ robust here:
 
 * Matching is on normalised words (case and punctuation ignored), so "Hello," and "hello"
   agree and a late comma does not hold a word back.
+* Where the agreeing hypotheses write a word in different case, the small initial wins: a
+  capital that only one of them has comes from a sentence break that hypothesis put before
+  it, usually at its window's end ("perfection. And it was" after "perfection, and it was";
+  the committed text read "perfection, And it was"). A sentence that really starts there is
+  capitalised by what was committed before it (:mod:`streamer.core.casing`). A window's first
+  word keeps the newest hypothesis' case: there no hypothesis heard a word before it, and the
+  longer window hears better whether a sentence starts there (a stream's "printing in the" in
+  its first second, "Printing in the" later; a new utterance's first word, whose case decides
+  whether the last one ended a sentence, :mod:`streamer.core.punctuation`).
 * Finding where the committed text ends inside a new hypothesis uses both time (word
   midpoints against the end of the last committed word) and text (the committed tail
   matched against the hypothesis near that point), so timestamp jitter at the buffer start
@@ -138,6 +147,24 @@ def _refine_split(committed: Sequence[Word], words: list[Word], split: int, last
     return best_split
 
 
+def _initial(text: str) -> int | None:
+    """Index of the first cased letter of ``text``, if any."""
+    return next((i for i, ch in enumerate(text) if ch.isupper() or ch.islower()), None)
+
+
+def _small_initial_if_any(word: Word, versions: Sequence[Word]) -> Word:
+    """``word`` with a small initial where one of the agreeing ``versions`` of it has one."""
+    at = _initial(word.word)
+    if at is None or not word.word[at].isupper():
+        return word
+    for other in versions:
+        other_at = _initial(other.word)
+        if other_at is not None and other.word[other_at].islower():
+            return Word(word.word[:at] + word.word[at].lower() + word.word[at + 1:], word.start, word.end,
+                        word.probability)
+    return word
+
+
 class LocalAgreement:
     """Commits the longest prefix agreed by the last ``n`` hypotheses, after the committed words."""
 
@@ -160,7 +187,9 @@ class LocalAgreement:
         history, self._preview = ([] if self._preview else self._tails), False
         candidates = [*history, tail][-self.n:]
         agreed = common_prefix_length(candidates) if len(candidates) >= self.n else 0
-        new = tail[:agreed]
+        window_first = bool(tail) and len(tail) == len(words)  # no word before it in the newest window
+        new = [word if i == 0 and window_first else _small_initial_if_any(word, [c[i] for c in candidates])
+               for i, word in enumerate(tail[:agreed])]
         self.committed.extend(new)
         self._tails = [c[agreed:] for c in candidates][-max(self.n - 1, 1):]
         if self.n == 1:
