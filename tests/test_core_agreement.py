@@ -212,3 +212,17 @@ def test_a_capital_only_one_agreeing_hypothesis_has_is_not_committed():
     la = LocalAgreement(2)
     la.insert(words("I met Gutenberg in"))
     assert texts(la.insert(words("I met Gutenberg in Mainz"))) == ["I", "met", "Gutenberg", "in"]
+
+
+def test_a_pause_commit_keeps_the_small_initial_the_previous_hypothesis_wrote():
+    """The 229 s LJ file: the update heard "whatever they were, the forms" (its comma committed), the
+    pause decode after a trim "whatever they were. The forms", and committed "were, The forms"."""
+    la = LocalAgreement(2)
+    la.insert(words("whatever they were"))
+    la.insert(words("whatever they were, the forms of"))
+    new = la.commit_until(words("they were. The forms of printed", start=0.5), 10.0)
+    assert texts(new) == ["the", "forms", "of", "printed"]
+    la = LocalAgreement(2)  # a window's first word, and a word the previous hypothesis did not have, keep theirs
+    la.insert(words("Mainz is where"))
+    assert texts(la.commit_until(words("And Mainz is where Gutenberg"), 10.0)) == \
+        ["And", "Mainz", "is", "where", "Gutenberg"]

@@ -165,6 +165,13 @@ def _small_initial_if_any(word: Word, versions: Sequence[Word]) -> Word:
     return word
 
 
+def _same_word(word: Word, earlier: Sequence[Word]) -> list[Word]:
+    """The words of ``earlier`` that are ``word`` (same normalised text, about the same time)."""
+    key, middle = normalize_word(word.word), (word.start + word.end) / 2
+    return [w for w in earlier
+            if normalize_word(w.word) == key and abs((w.start + w.end) / 2 - middle) <= AGREE_SECONDS]
+
+
 class LocalAgreement:
     """Commits the longest prefix agreed by the last ``n`` hypotheses, after the committed words."""
 
@@ -218,7 +225,10 @@ class LocalAgreement:
 
         Used when a single hypothesis is trusted for part of the window: the first part of a
         window when the buffer hits its cap, or the words before a pause. The rest stays
-        tentative and becomes the history for the next agreement.
+        tentative and becomes the history for the next agreement. A word the previous
+        hypothesis wrote with a small initial keeps it, as in :meth:`insert` (a pause decode
+        after a trim heard "whatever they were. The forms", the update before it "whatever they
+        were, the forms", whose comma was committed: "were, The forms").
         """
         tail = new_words_after(self.committed, words)
         count = 0
@@ -226,7 +236,10 @@ class LocalAgreement:
             if (w.start >= until) if by_start else (w.end > until):
                 break
             count += 1
-        new = tail[:count]
+        earlier = self.tentative
+        window_first = bool(tail) and len(tail) == len(words)
+        new = [word if i == 0 and window_first else _small_initial_if_any(word, _same_word(word, earlier))
+               for i, word in enumerate(tail[:count])]
         self.committed.extend(new)
         self._tails, self._preview = [tail[count:]], False
         return new
