@@ -29,6 +29,7 @@ import difflib
 import unicodedata
 from typing import Sequence
 
+from streamer.core.casing import starts_small, with_small_initial
 from streamer.hypothesis import Word
 
 TIME_TOLERANCE = 0.05   # s: a word whose midpoint is this close before the committed end is new
@@ -147,22 +148,16 @@ def _refine_split(committed: Sequence[Word], words: list[Word], split: int, last
     return best_split
 
 
-def _initial(text: str) -> int | None:
-    """Index of the first cased letter of ``text``, if any."""
-    return next((i for i, ch in enumerate(text) if ch.isupper() or ch.islower()), None)
+def _small_initials(new: Sequence[Word], window_first: bool, versions: Sequence[Sequence[Word]]) -> list[Word]:
+    """``new`` with a small initial on each word that one of its other ``versions`` writes so.
 
-
-def _small_initial_if_any(word: Word, versions: Sequence[Word]) -> Word:
-    """``word`` with a small initial where one of the agreeing ``versions`` of it has one."""
-    at = _initial(word.word)
-    if at is None or not word.word[at].isupper():
-        return word
-    for other in versions:
-        other_at = _initial(other.word)
-        if other_at is not None and other.word[other_at].islower():
-            return Word(word.word[:at] + word.word[at].lower() + word.word[at + 1:], word.start, word.end,
-                        word.probability)
-    return word
+    Not on a window's first word (see the module docstring)."""
+    out = []
+    for i, (word, others) in enumerate(zip(new, versions)):
+        if not (i == 0 and window_first) and not starts_small(word.word) and any(starts_small(o.word) for o in others):
+            word = Word(with_small_initial(word.word), word.start, word.end, word.probability)
+        out.append(word)
+    return out
 
 
 def _same_word(word: Word, earlier: Sequence[Word]) -> list[Word]:
@@ -194,9 +189,8 @@ class LocalAgreement:
         history, self._preview = ([] if self._preview else self._tails), False
         candidates = [*history, tail][-self.n:]
         agreed = common_prefix_length(candidates) if len(candidates) >= self.n else 0
-        window_first = bool(tail) and len(tail) == len(words)  # no word before it in the newest window
-        new = [word if i == 0 and window_first else _small_initial_if_any(word, [c[i] for c in candidates])
-               for i, word in enumerate(tail[:agreed])]
+        window_first = len(tail) == len(words)  # no word before the first new one in the newest window
+        new = _small_initials(tail[:agreed], window_first, [[c[i] for c in candidates] for i in range(agreed)])
         self.committed.extend(new)
         self._tails = [c[agreed:] for c in candidates][-max(self.n - 1, 1):]
         if self.n == 1:
@@ -237,9 +231,7 @@ class LocalAgreement:
                 break
             count += 1
         earlier = self.tentative
-        window_first = bool(tail) and len(tail) == len(words)
-        new = [word if i == 0 and window_first else _small_initial_if_any(word, _same_word(word, earlier))
-               for i, word in enumerate(tail[:count])]
+        new = _small_initials(tail[:count], len(tail) == len(words), [_same_word(w, earlier) for w in tail[:count]])
         self.committed.extend(new)
         self._tails, self._preview = [tail[count:]], False
         return new

@@ -72,6 +72,23 @@ def unshouted(words: Sequence[Word]) -> list[Word]:
     return out
 
 
+def _initial(text: str) -> int | None:
+    """Index of the first cased letter of ``text``, if any."""
+    return next((i for i, ch in enumerate(text) if ch.isupper() or ch.islower()), None)
+
+
+def starts_small(text: str) -> bool:
+    """Whether the first cased letter of ``text`` is a small one."""
+    at = _initial(text)
+    return at is not None and text[at].islower()
+
+
+def with_small_initial(text: str) -> str:
+    """``text`` with its first cased letter small (unchanged without one)."""
+    at = _initial(text)
+    return text if at is None else text[:at] + text[at].lower() + text[at + 1:]
+
+
 def _capitalised(text: str, language: str | None) -> str:
     for i, char in enumerate(text):
         if char.isalpha():
