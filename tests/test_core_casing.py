@@ -30,7 +30,7 @@ def test_marks_within_one_commit_and_other_marks() -> None:
 
 
 @pytest.mark.parametrize("tail", ["in black letter, i.e.", "it was Mr.", "and then...", "and then…", "one, two,",
-                                  "the year 1455"])
+                                  "the year 1455", "missals, psalters, etc.", "Äpfel, Birnen usw.", "Etc."])
 def test_no_capital_after_abbreviations_ellipses_or_mid_sentence(tail: str) -> None:
     assert not ends_sentence(tail)
     assert _text(SentenceCase(tail).apply(_words(" the"), "en")) == "the"

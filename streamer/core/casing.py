@@ -28,7 +28,10 @@ from typing import Sequence
 from streamer.hypothesis import Word
 
 _SENTENCE_END = re.compile(r"[.?!。？！]$")
-_NOT_AN_END = re.compile(r"(?:\.\.|…|\b\w\.\w\.|\b(?:Mr|Mrs|Ms|Dr|St|Prof|Jr|Sr|vs)\.)$")
+# Abbreviations that rarely end a sentence: titles, and words such as "etc." that Whisper writes
+# mid-sentence ("psalters, etc., produced by"; a window that heard "etc. produced" made it "etc. Produced").
+_NOT_AN_END = re.compile(r"(?:\.\.|…|\b\w\.\w\.|\b(?:Mr|Mrs|Ms|Dr|St|Prof|Jr|Sr|vs|Sra|Srta|Dra|Hr|Nr)\."
+                         r"|\b(?i:etc|cf|approx|usw|bzw|vgl)\.)$")
 DOTTED_I_LANGUAGES = frozenset({"tr", "az"})  # "i" capitalises to "İ"
 TAIL_CHARS = 24
 
