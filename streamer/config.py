@@ -67,9 +67,7 @@ class EngineConfig(_Section):
     @field_validator("encoder_buckets")
     @classmethod
     def _buckets_within_whisper(cls, value: list[float]) -> list[float]:
-        if any(not 1.0 <= b <= 30.0 for b in value):
-            raise ValueError(f"engine.encoder_buckets must lie between 1 and 30 s, got {value}")
-        return sorted(value)
+        return _valid_buckets("engine", value)
 
 
 class StreamConfig(_Section):
@@ -115,6 +113,12 @@ class StreamConfig(_Section):
         return self
 
 
+def _valid_buckets(section: str, value: list[float]) -> list[float]:
+    if any(not 1.0 <= b <= 30.0 for b in value):
+        raise ValueError(f"{section}.encoder_buckets must lie between 1 and 30 s, got {value}")
+    return sorted(value)
+
+
 class ServerConfig(_Section):
     """The websocket daemon."""
 
@@ -138,6 +142,13 @@ class ServerConfig(_Section):
     beam_streams: int = Field(1, ge=0, description="engine.beam_size and stream.commit_beam_size apply while at "
                               "most this many sessions are live; with more, every window is decoded greedily (a "
                               "beam costs the decoder time more streams need); 0 = beams whatever the load")
+    bucket_streams: int = Field(1, ge=0, description="with more than this many sessions live, every window in a "
+                                "fixed language runs the encoder cut to server.encoder_buckets: decode rounds at "
+                                "half the cost, but more loops and worse spontaneous speech (docs/daemon.md); "
+                                "0 = cut whatever the load")
+    encoder_buckets: list[float] = Field(default_factory=list, description="encoder lengths (s) for "
+                                         "server.bucket_streams, e.g. [10, 15, 20]; [] (default) = the full encoder "
+                                         "under any load (CPU path only: a compiled CUDA decoder keeps 30 s)")
     resume_secret: str | None = Field(None, description="signs resume tokens; give every replica the same one "
                                       "(default: random per process, so only this process can resume)")
     resume_ttl: float = Field(600.0, gt=0, description="seconds a resume token stays valid after it was issued")
@@ -163,6 +174,11 @@ class ServerConfig(_Section):
         if self.wyoming_zeroconf and uri.scheme != "tcp":
             raise ValueError("server.wyoming_zeroconf needs a tcp:// server.wyoming address")
         return self
+
+    @field_validator("encoder_buckets")
+    @classmethod
+    def _buckets_within_whisper(cls, value: list[float]) -> list[float]:
+        return _valid_buckets("server", value)
 
     @field_validator("bus")
     @classmethod

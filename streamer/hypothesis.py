@@ -94,6 +94,10 @@ class DecodeRequest:
     # a beam for this window (1 = greedy); None = the engine's ``engine.beam_size``. Engines without
     # beam search, and the compiled CUDA loop, decode greedily.
     beam_size: int | None = None
+    # the encoder lengths (s) this window may be cut to, when its language is fixed; None = the engine's
+    # ``engine.encoder_buckets``, () = always 30 s. The daemon cuts every window of a round while many
+    # streams are live (``server.bucket_streams``). Only the CPU path of the transformers engine cuts.
+    encoder_buckets: tuple[float, ...] | None = None
 
 
 class EngineError(Exception):
@@ -115,6 +119,7 @@ class Engine(Protocol):
     languages: tuple[str, ...]  # language codes it can transcribe; ("en",) for English-only models
     max_prompt_tokens: int  # the most prompt tokens (vocabulary + rolling prompt) one decode takes
     beam_search: bool  # whether ``DecodeRequest.beam_size`` is honoured (False: greedy only, the compiled CUDA loop)
+    encoder_cuts: bool  # whether ``DecodeRequest.encoder_buckets`` is honoured (the transformers engine's CPU path)
 
     def prompt_tokens(self, text: str) -> int:
         """How many of ``max_prompt_tokens`` ``text`` takes (so a caller can refuse a vocabulary over the limit)."""

@@ -74,7 +74,7 @@ def test_beam_rounds_are_busy_time_but_not_samples_of_the_greedy_round_cost():
     now = rounds(greedy_only, {1: 0.3, 2: 0.4})
     rounds(with_beams, {1: 0.3, 2: 0.4})
     for i in range(10):  # a lone stream decoded with a beam: twice the cost of its greedy rounds
-        with_beams.decoded(now + 0.1 * (i + 1), 0.6, 1, greedy=False)
+        with_beams.decoded(now + 0.1 * (i + 1), 0.6, 1, sample=False)
     assert with_beams.round_cost(now + 1) == greedy_only.round_cost(now + 1)
     assert with_beams.utilisation(now + 1) > greedy_only.utilisation(now + 1) + 0.1
 
@@ -178,3 +178,39 @@ async def test_an_engine_without_beam_search_gets_greedy_rounds_that_count_towar
     assert engine.rounds and all(beams == [1] for beams in engine.rounds)
     assert samples == len(engine.rounds)       # every round a sample of the cost line (a beam round is not)
     assert alone.close_code == 1000 and len(alone.committed) == len([w for w in words if w.end <= 6.0])
+
+
+class BucketRecordingEngine(CostlyEngine):
+    """The costly engine, remembering the encoder buckets each round's windows asked for."""
+
+    encoder_cuts = True
+
+    def __init__(self, words) -> None:
+        super().__init__(words, cost=0.05)
+        self.rounds: list[list[tuple[float, ...] | None]] = []
+
+    def decode_batch(self, requests):
+        self.rounds.append([r.encoder_buckets for r in requests])
+        return super().decode_batch(requests)
+
+
+async def test_a_lone_stream_gets_the_full_encoder_and_a_crowd_a_cut_one():
+    words = timeline(6)
+    engine = BucketRecordingEngine(words)
+    cfg = settings(**{"server.bucket_streams": 1, "server.encoder_buckets": [15, 10], "server.max_batch": 4})
+    async with running_server(cfg, engine) as server:
+        alone = await run_stream(server.url, pcm16(6.0), {}, pace=0.02)
+        alone_rounds, engine.rounds[:] = list(engine.rounds), []
+        samples_alone = len(server.host.scheduler.capacity._rounds)
+        together = await asyncio.gather(*(run_stream(server.url, pcm16(6.0), {}, pace=0.02) for _ in range(2)))
+    assert alone_rounds and all(asked == [None] for asked in alone_rounds)   # the engine's own: 30 s
+    assert samples_alone == 0                 # full-encoder rounds are no sample of a crowded round's cost
+    pairs = [asked for asked in engine.rounds if len(asked) == 2]
+    assert pairs and all(asked == [(10.0, 15.0)] * 2 for asked in pairs)
+    for result in (alone, *together):
+        assert result.close_code == 1000 and len(result.committed) == len([w for w in words if w.end <= 6.0])
+
+
+def test_bucket_lengths_are_checked():
+    with pytest.raises(Exception, match="server.encoder_buckets must lie between 1 and 30 s"):
+        settings(**{"server.encoder_buckets": [40]})

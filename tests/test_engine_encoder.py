@@ -60,3 +60,13 @@ def test_an_english_only_model_cuts_every_window(tiny_engine, shared_data):
     unset = bucketed.decode(DecodeRequest(jfk)).words
     assert unset == bucketed.decode(DecodeRequest(jfk, language="en")).words
     assert unset != tiny_engine.decode(DecodeRequest(jfk)).words
+
+
+def test_a_request_may_ask_for_buckets_or_for_the_full_encoder(tiny_engine, shared_data):
+    # the daemon cuts every window of a round while many streams are live (server.bucket_streams)
+    jfk = load_audio(shared_data / "jfk/jfk.wav")[: 16000 * 6]
+    bucketed = tiny_engine.with_encoder_buckets([10, 15, 20])
+    cut = tiny_engine.decode(DecodeRequest(jfk, language="en", encoder_buckets=(10.0, 15.0, 20.0)))
+    assert tiny_engine.encoder_cuts and cut.words == bucketed.decode(DecodeRequest(jfk, language="en")).words
+    full = bucketed.decode(DecodeRequest(jfk, language="en", encoder_buckets=()))
+    assert full.words == tiny_engine.decode(DecodeRequest(jfk, language="en")).words

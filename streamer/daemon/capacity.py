@@ -93,16 +93,17 @@ class Capacity:
         self._started: float | None = None
 
     def decoded(self, now: float, seconds: float, rows: int = 1, live_share: float = 1.0,
-                greedy: bool = True) -> None:
+                sample: bool = True) -> None:
         """The engine finished a round of ``rows`` windows that kept it busy ``seconds``;
         ``live_share`` of that time served live streams (the rest, files, takes what is left).
 
-        A beam round (``greedy`` False) is busy time but no sample of the round cost: beams run only
-        while few streams are live (``server.beam_streams``), and the streams admitted beyond them
-        are decoded greedily, at the cost the line must predict."""
+        A round decoded as only few streams are (``sample`` False: a beam, ``server.beam_streams``, or
+        the full encoder, ``server.bucket_streams``) is busy time but no sample of the round cost: the
+        streams admitted beyond them are decoded greedily on a cut encoder, at the cost the line
+        must predict."""
         if self._started is None:
             self._started = now - seconds
-        if greedy:
+        if sample:
             self._rounds.append((now, max(1, rows), seconds))
         if live_share:
             self._busy.append((now, seconds * live_share))

@@ -125,7 +125,8 @@ class SessionHost:
                             max_batch=cfg.max_batch)
         self.scheduler = Scheduler(engine, max_batch=cfg.max_batch, metrics=self.metrics, capacity=capacity,
                                    min_chunk=self.settings.stream.min_chunk,
-                                   beam_size=self.settings.engine.beam_size, beam_streams=cfg.beam_streams)
+                                   beam_size=self.settings.engine.beam_size, beam_streams=cfg.beam_streams,
+                                   bucket_streams=cfg.bucket_streams, encoder_buckets=cfg.encoder_buckets)
         self.scheduler.start()
         self.metrics.ready.set(1)
 

@@ -74,11 +74,13 @@ class Scheduler:
 
     def __init__(self, engine: Engine, *, max_batch: int = 8, metrics: Metrics | None = None,
                  min_chunk: float = 1.0, capacity: Capacity | None = None, beam_size: int = 1,
-                 beam_streams: int = 0) -> None:
+                 beam_streams: int = 0, bucket_streams: int = 0, encoder_buckets: Sequence[float] = ()) -> None:
         self.engine = engine
         self.max_batch = max(1, max_batch)
         self.beam_size = beam_size          # the engine's configured beam (engine.beam_size)
         self.beam_streams = beam_streams    # beams only while at most this many sessions are live; 0 = always
+        self.bucket_streams = bucket_streams  # a cut encoder with more sessions live than this; 0 = always
+        self.encoder_buckets = tuple(encoder_buckets)  # () = the engine's own setting whatever the load
         self.metrics = metrics or Metrics()
         self.min_chunk = min_chunk
         self._entries: dict[str, _Entry] = {}
@@ -190,7 +192,7 @@ class Scheduler:
 
     async def _decode(self, batch: list[tuple[_Entry, DecodeRequest]]) -> None:
         loop = asyncio.get_running_loop()
-        requests = self._with_beams([request for _, request in batch])
+        requests = self._for_load([request for _, request in batch])
         self._round += 1
         started = time.perf_counter()
         try:
@@ -210,25 +212,38 @@ class Scheduler:
             if out:
                 entry.deliver(out)
 
-    def _with_beams(self, requests: list[DecodeRequest]) -> list[DecodeRequest]:
-        """Each request with the beam it is decoded with: its own or the engine's, or greedy under load.
+    @property
+    def _cuts(self) -> bool:
+        """Whether rounds run a cut encoder under load (configured, and an engine that can)."""
+        return bool(self.encoder_buckets) and getattr(self.engine, "encoder_cuts", False)
+
+    def _for_load(self, requests: list[DecodeRequest]) -> list[DecodeRequest]:
+        """Each request as the load decides: with its beam or greedy, with the full encoder or a cut one.
 
         A beam is the better text (docs/engine.md: the sonnet and LibriSpeech within reach of an
         offline decode) but costs decoder time that more streams need: with more than
         ``beam_streams`` sessions live, every window is decoded greedily. An engine without beam
         search (the compiled CUDA loop) decodes greedily anyway: its rounds say so, so that they count
-        as samples of the greedy cost.
+        as samples of the greedy cost. Likewise the full encoder is the better text for spontaneous
+        speech, but a cut one (``encoder_buckets``, fixed-language windows only) costs half as much a
+        round: with more than ``bucket_streams`` sessions live, every window asks for it.
         """
-        crowded = not self.engine.beam_search or (self.beam_streams > 0 and len(self._entries) > self.beam_streams)
-        return [replace(r, beam_size=1 if crowded else r.beam_size or self.beam_size) for r in requests]
+        live = len(self._entries)
+        greedy = not self.engine.beam_search or (self.beam_streams > 0 and live > self.beam_streams)
+        cut = self._cuts and (self.bucket_streams == 0 or live > self.bucket_streams)
+        return [replace(r, beam_size=1 if greedy else r.beam_size or self.beam_size,
+                        encoder_buckets=self.encoder_buckets if cut else r.encoder_buckets) for r in requests]
 
     def _record(self, requests: list[DecodeRequest], elapsed: float, realtime: int | None = None) -> None:
         """``realtime``: how many of the requests came from live streams; only their share of the time
         counts toward capacity (a file takes what is left, so it must not close admission for them)."""
         self.stats.record(len(requests), elapsed)
         share = 1.0 if realtime is None else realtime / len(requests)
-        greedy = all(r.beam_size == 1 for r in requests)  # a beam round is no sample of the greedy cost
-        self.capacity.decoded(time.perf_counter(), elapsed, len(requests), share, greedy)
+        # a beam round, or one on the full encoder where more streams would cut it, is no sample of
+        # the cost of the rounds that more streams would make
+        crowded = all(r.beam_size == 1 and (not self._cuts or r.encoder_buckets == self.encoder_buckets)
+                      for r in requests)
+        self.capacity.decoded(time.perf_counter(), elapsed, len(requests), share, crowded)
         self.metrics.decode_seconds.observe(elapsed)
         self.metrics.batch_size.observe(len(requests))
         self.metrics.decode_audio_seconds.inc(sum(len(r.audio) for r in requests) / SAMPLE_RATE)

@@ -17,6 +17,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from streamer.hypothesis import DecodeRequest
+
 MEL_FRAMES_PER_SECOND = 100   # 10 ms hop
 FULL_SECONDS = 30.0
 
@@ -25,6 +27,18 @@ def bucket_for(longest: float, buckets: Sequence[float]) -> float:
     """The smallest bucket that holds ``longest`` seconds (30 s when none does, or none are set)."""
     fitting = [b for b in sorted(buckets) if b >= longest - 1e-6]
     return min(fitting[0], FULL_SECONDS) if fitting else FULL_SECONDS
+
+
+def requested_buckets(requests: Sequence[DecodeRequest]) -> tuple[float, ...] | None:
+    """The buckets a batch asks for (:attr:`DecodeRequest.encoder_buckets`), or None for the engine's own.
+
+    The rows of a batch share one encoder call, so they share its length: a batch whose windows ask
+    for different buckets (the daemon never makes one) keeps the engine's setting.
+    """
+    asked = {r.encoder_buckets for r in requests}
+    if len(asked) != 1:
+        return None
+    return asked.pop()
 
 
 def encode(encoder: nn.Module, features: torch.Tensor, seconds: float) -> torch.Tensor:

@@ -39,6 +39,7 @@ class ScriptedEngine:
     languages: tuple[str, ...] = tuple(WHISPER_LANGUAGES)
     max_prompt_tokens: int = MAX_PROMPT_TOKENS
     beam_search: bool = True
+    encoder_cuts: bool = True
     calls: list[DecodeRequest] = field(default_factory=list)
 
     def decode(self, request: DecodeRequest) -> Hypothesis:

@@ -25,7 +25,7 @@ from streamer.engine.alignment import clamp_to_segments, segment_word_times, seg
 from streamer.engine.beam import beam_decode
 from streamer.engine.decoding import TIME_PRECISION, RowSpec, TimestampRules, greedy_decode
 from streamer.engine.drafts import drafted_decode
-from streamer.engine.encoder import bucket_for, encode as encode_bucketed
+from streamer.engine.encoder import bucket_for, encode as encode_bucketed, requested_buckets
 from streamer.engine.gpu import DRAFT_WIDTHS, CompileOptions, build_compiled
 from streamer.engine.kv_decoder import KVDecoder
 from streamer.engine.language import LanguageChoice, choose_languages
@@ -92,6 +92,7 @@ class WhisperEngine(WordTimingViews):
         self.compiled = build_compiled(self.decoder, tokens, model.config.d_model, device, dtype,
                                        compile) if compile else None
         self.beam_search = self.compiled is None   # the compiled CUDA loop is greedy only
+        self.encoder_cuts = self.compiled is None  # and its shapes assume 30 s of encoder frames
         self.last_timing: dict[str, float] = {}
 
     @staticmethod
@@ -119,7 +120,7 @@ class WhisperEngine(WordTimingViews):
         # language detection on a cut encoder took Spanish for Catalan and Greek, um-hm for Arabic
         # (docs/engine.md, encoder buckets)
         fixed = not self.tokens.multilingual or all(r.language and not r.detect_language for r in requests)
-        encoder_out = self.encode(audios, cut=fixed)
+        encoder_out = self.encode(audios, cut=fixed, buckets=requested_buckets(requests))
         t1 = time.perf_counter()
         with self._one_projection(encoder_out):
             languages = choose_languages(requests, encoder_out, self.decoder, self.tokens)
@@ -185,12 +186,17 @@ class WhisperEngine(WordTimingViews):
         return greedy_decode(self.decoder, encoder_out, rows, self.tokens, self.rules, limit, trace=trace), {}
 
     # -- stages ---------------------------------------------------------------------------
-    def encode(self, audios: list[np.ndarray], cut: bool = True) -> torch.Tensor:
-        """Log-mel features (padded to Whisper's 30 s, or, if ``cut``, cut to a bucket) through the encoder."""
+    def encode(self, audios: list[np.ndarray], cut: bool = True,
+               buckets: Sequence[float] | None = None) -> torch.Tensor:
+        """Log-mel features (padded to Whisper's 30 s, or, if ``cut``, cut to a bucket) through the encoder.
+
+        ``buckets``: the lengths to cut to (None: ``engine.encoder_buckets``)."""
         extra = {"device": self.device} if self._features_on_device else {}
         feats = self.features(audios, sampling_rate=SAMPLE_RATE, return_tensors="pt", **extra).input_features
         feats = feats.to(self.torch_device, self.encoder_dtype)
-        buckets = self.config.encoder_buckets if cut and self.compiled is None else ()  # compiled: 30 s shapes
+        if buckets is None:
+            buckets = self.config.encoder_buckets
+        buckets = buckets if cut and self.compiled is None else ()  # compiled: 30 s shapes
         seconds = bucket_for(max(len(a) for a in audios) / SAMPLE_RATE, buckets)
         return encode_bucketed(self.model.model.encoder, feats, seconds).to(self.torch_dtype)
 
