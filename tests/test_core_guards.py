@@ -52,3 +52,23 @@ def test_a_phrase_said_twice_to_the_hypothesis_end_is_a_loop():
     assert find_repetition_loop(words_of("we should go to the, we should go to the station.")) is None
     # three words twice at the end: too short to tell from speech
     assert find_repetition_loop(words_of("I said go home, go home,")) is None
+
+
+def test_a_loop_that_trips_the_compression_ratio_keeps_the_words_before_it():
+    # base with the cut encoder, three streams on the LJ long-form file: a pause decode of the first sentence
+    text = ("Printing, in the only sense with which we are at present concerned, differs from most if not from "
+            "all the arts and crafts represented in the exhibition, " + "in the exhibition, " * 20)
+    looped = Hypothesis(tuple(words_of(text)), language="en", avg_logprob=-0.3, no_speech_prob=0.01,
+                        compression_ratio=4.2)
+    verdict = assess(looped, StreamConfig())
+    assert "".join(w.word for w in verdict.words).strip().endswith("arts and crafts represented in the exhibition,")
+    assert verdict.suspect and not verdict.rejected             # the prompt is reset all the same
+
+
+def test_a_loop_with_little_before_it_or_no_speech_is_still_rejected():
+    thanks = Hypothesis(tuple(words_of("Thank you. " * 12)), language="en", compression_ratio=5.0)
+    assert assess(thanks, StreamConfig()).rejected
+    quiet = Hypothesis(tuple(words_of("we went down to the river, to the river, " + "to the river, " * 10)),
+                       language="en", avg_logprob=-1.5, no_speech_prob=0.9, compression_ratio=4.0)
+    verdict = assess(quiet, StreamConfig())
+    assert verdict.rejected and verdict.reasons == ("no_speech", "compression_ratio")

@@ -8,7 +8,11 @@ checks catch what gets through:
   (Whisper's rule: average log-probability; and here also a low mean word probability,
   which is what "Thank you." on music looks like: no-speech 0.7, log-probability -0.8,
   words at 0.02 and 0.77),
-* compression ratio: highly repetitive text compresses too well,
+* compression ratio: highly repetitive text compresses too well. Where the repetition is a loop
+  at the end of words that read normally, those words are kept and the loop is cut, as below:
+  the cut encoder under load looped "represented in the exhibition, in the exhibition, in the
+  exhibition, ..." at a pause, and rejecting the whole hypothesis lost the clause before the
+  loop from the pause commit, at 1.7 s of decoding for nothing,
 * repeated n-grams: a phrase repeated many times in a row is cut after its first occurrence
   (a word five times, two words four times, a phrase of three to twelve words three times: Whisper's
   loops at a window's end run to whole clauses, "Printing then for our purpose, printing then for
@@ -30,12 +34,13 @@ from typing import Sequence
 
 from streamer.config import StreamConfig
 from streamer.core.agreement import normalize_word
-from streamer.hypothesis import Hypothesis, Word
+from streamer.hypothesis import Hypothesis, Word, compression_ratio
 
 MAX_NGRAM = 12
 UNSURE_WORDS = 0.5   # mean word probability below which a "maybe no speech" hypothesis is dropped
 MIN_REPEATS = {1: 5, 2: 4}  # consecutive occurrences that make a loop; 3 for longer phrases
 MIN_TRAILING_LOOP = 4       # a phrase this long said twice to the hypothesis' very end is a loop
+MIN_KEPT_BEFORE_LOOP = 4    # words before a loop that make it worth keeping ("Thank you. Thank you. ..." is not)
 
 
 @dataclass(frozen=True)
@@ -54,17 +59,30 @@ def assess(hypothesis: Hypothesis, config: StreamConfig) -> Verdict:
     if hypothesis.no_speech_prob > config.no_speech_threshold and (
             hypothesis.avg_logprob < config.logprob_threshold or mean_probability(hypothesis) < UNSURE_WORDS):
         reasons.append("no_speech")
+    words = tuple(hypothesis.words)
     if hypothesis.compression_ratio > config.compression_ratio_threshold:
-        reasons.append("compression_ratio")
+        kept = None if reasons else words_before_loop(words, config.compression_ratio_threshold)
+        if kept is None:
+            reasons.append("compression_ratio")
+        else:
+            return Verdict(kept, suspect=True, reasons=("compression_ratio", "repetition"))
     if reasons:
         return Verdict((), rejected=True, suspect=True, reasons=tuple(reasons))
-    words = tuple(hypothesis.words)
     loop_at = find_repetition_loop(words)
     if loop_at is not None:
         return Verdict(words[:loop_at], suspect=True, reasons=("repetition",))
     if hypothesis.avg_logprob < config.logprob_threshold:
         return Verdict(words, suspect=True, reasons=("low_logprob",))
     return Verdict(words)
+
+
+def words_before_loop(words: Sequence[Word], threshold: float) -> tuple[Word, ...] | None:
+    """The words before a repetition loop, if they are enough and do not compress past ``threshold`` themselves."""
+    loop_at = find_repetition_loop(words)
+    if loop_at is None or loop_at < MIN_KEPT_BEFORE_LOOP:
+        return None
+    kept = tuple(words[:loop_at])
+    return kept if compression_ratio("".join(w.word for w in kept).strip()) <= threshold else None
 
 
 def mean_probability(hypothesis: Hypothesis) -> float:

@@ -29,9 +29,8 @@ from streamer.engine.decoding import MAX_INITIAL_TIMESTAMP, TIME_PRECISION
 from streamer.engine.language import ENGLISH_ONLY, TOP_CANDIDATES, LanguageChoice
 from streamer.engine.tokenizer import WhisperTokens
 from streamer.engine.views import WordTimingViews
-from streamer.engine.loops import compression_ratio
-from streamer.hypothesis import (MAX_PROMPT_TOKENS, MAX_WINDOW_SECONDS, SAMPLE_RATE, DecodeRequest, EngineError,
-                                 Hypothesis, Word, validate_window)
+from streamer.hypothesis import (DecodeRequest, EngineError, Hypothesis, MAX_PROMPT_TOKENS, MAX_WINDOW_SECONDS,
+                                 SAMPLE_RATE, Word, compression_ratio, validate_window)
 
 log = logging.getLogger(__name__)
 

@@ -16,16 +16,10 @@ verification and the compiled path stop every row at the same token.
 
 from __future__ import annotations
 
-import zlib
+from streamer.hypothesis import compression_ratio
 
 MAX_PERIOD = 48   # tokens in one repetition of the looping phrase (a clause of a dozen words)
 MIN_REPEATS = 3   # repetitions at the end of the text before the ratio is even computed
-
-
-def compression_ratio(text: str) -> float:
-    """How repetitive a text is; Whisper's hallucination loops compress very well (> 2.4)."""
-    raw = text.encode("utf-8")
-    return len(raw) / len(zlib.compress(raw)) if raw else 1.0
 
 
 def ends_periodic(seq: list[int], max_period: int = MAX_PERIOD, repeats: int = MIN_REPEATS) -> bool:

@@ -29,12 +29,11 @@ from streamer.engine.encoder import bucket_for, encode as encode_bucketed, reque
 from streamer.engine.gpu import DRAFT_WIDTHS, CompileOptions, build_compiled
 from streamer.engine.kv_decoder import KVDecoder
 from streamer.engine.language import LanguageChoice, choose_languages
-from streamer.engine.loops import compression_ratio
 from streamer.engine.tokenizer import WhisperTokens
 from streamer.engine.trace import AttentionTrace
 from streamer.engine.views import WordTimingViews
-from streamer.hypothesis import (MAX_PROMPT_TOKENS, MAX_WINDOW_SECONDS, SAMPLE_RATE, DecodeRequest, EngineError,
-                                 Hypothesis, validate_window)
+from streamer.hypothesis import (DecodeRequest, EngineError, Hypothesis, MAX_PROMPT_TOKENS, MAX_WINDOW_SECONDS,
+                                 SAMPLE_RATE, compression_ratio, validate_window)
 
 log = logging.getLogger(__name__)
 
