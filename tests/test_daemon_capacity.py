@@ -139,21 +139,24 @@ async def test_the_stream_that_would_overload_the_engine_is_refused_and_the_othe
         assert result.close_code == 1000 and len(result.committed) == len([w for w in words if w.end <= 12.0])
 
 
-class BeamRecordingEngine(CostlyEngine):
-    """The costly engine, remembering the beam each round's windows were asked for."""
+class RecordingEngine(CostlyEngine):
+    """The costly engine, remembering one request field (``asked``) of each round's windows."""
 
-    def __init__(self, words) -> None:
+    encoder_cuts = True
+
+    def __init__(self, words, asked: str) -> None:
         super().__init__(words, cost=0.05)
-        self.rounds: list[list[int | None]] = []
+        self.asked = asked
+        self.rounds: list[list[object]] = []
 
     def decode_batch(self, requests):
-        self.rounds.append([r.beam_size for r in requests])
+        self.rounds.append([getattr(r, self.asked) for r in requests])
         return super().decode_batch(requests)
 
 
 async def test_the_beam_serves_a_lone_stream_and_every_window_is_greedy_once_more_streams_are_live():
     words = timeline(6)
-    engine = BeamRecordingEngine(words)
+    engine = RecordingEngine(words, "beam_size")
     cfg = settings(**{"engine.beam_size": 3, "server.beam_streams": 1, "server.max_batch": 4})
     async with running_server(cfg, engine) as server:
         alone = await run_stream(server.url, pcm16(6.0), {}, pace=0.02)
@@ -169,7 +172,7 @@ async def test_the_beam_serves_a_lone_stream_and_every_window_is_greedy_once_mor
 async def test_an_engine_without_beam_search_gets_greedy_rounds_that_count_toward_capacity():
     """The compiled CUDA loop decodes greedily whatever beam is configured: its rounds are greedy samples."""
     words = timeline(6)
-    engine = BeamRecordingEngine(words)
+    engine = RecordingEngine(words, "beam_size")
     engine.beam_search = False
     cfg = settings(**{"engine.beam_size": 3, "server.beam_streams": 1, "server.max_batch": 4})
     async with running_server(cfg, engine) as server:
@@ -180,23 +183,9 @@ async def test_an_engine_without_beam_search_gets_greedy_rounds_that_count_towar
     assert alone.close_code == 1000 and len(alone.committed) == len([w for w in words if w.end <= 6.0])
 
 
-class BucketRecordingEngine(CostlyEngine):
-    """The costly engine, remembering the encoder buckets each round's windows asked for."""
-
-    encoder_cuts = True
-
-    def __init__(self, words) -> None:
-        super().__init__(words, cost=0.05)
-        self.rounds: list[list[tuple[float, ...] | None]] = []
-
-    def decode_batch(self, requests):
-        self.rounds.append([r.encoder_buckets for r in requests])
-        return super().decode_batch(requests)
-
-
 async def test_a_lone_stream_gets_the_full_encoder_and_a_crowd_a_cut_one():
     words = timeline(6)
-    engine = BucketRecordingEngine(words)
+    engine = RecordingEngine(words, "encoder_buckets")
     cfg = settings(**{"server.bucket_streams": 1, "server.encoder_buckets": [15, 10], "server.max_batch": 4})
     async with running_server(cfg, engine) as server:
         alone = await run_stream(server.url, pcm16(6.0), {}, pace=0.02)

@@ -241,9 +241,9 @@ class Scheduler:
         share = 1.0 if realtime is None else realtime / len(requests)
         # a beam round, or one on the full encoder where more streams would cut it, is no sample of
         # the cost of the rounds that more streams would make
-        crowded = all(r.beam_size == 1 and (not self._cuts or r.encoder_buckets == self.encoder_buckets)
-                      for r in requests)
-        self.capacity.decoded(time.perf_counter(), elapsed, len(requests), share, crowded)
+        sample = all(r.beam_size == 1 and (not self._cuts or r.encoder_buckets == self.encoder_buckets)
+                     for r in requests)
+        self.capacity.decoded(time.perf_counter(), elapsed, len(requests), share, sample)
         self.metrics.decode_seconds.observe(elapsed)
         self.metrics.batch_size.observe(len(requests))
         self.metrics.decode_audio_seconds.inc(sum(len(r.audio) for r in requests) / SAMPLE_RATE)
