@@ -92,6 +92,9 @@ class StreamConfig(_Section):
                                   "final, forced), where greedy's near-ties become text; 0 = engine.beam_size "
                                   "(docs/streaming.md)")
     pause_commit: float = Field(0.2, ge=0, le=2, description="VAD pause (s) that commits the words before it; 0 = off")
+    preempt_updates: bool = Field(True, description="an update still decoding when a pause or final decode of its "
+                                  "utterance comes due is given up (the engine stops it between steps): that decode "
+                                  "commits every word the update could have, one decode sooner (docs/streaming.md)")
     end_silence: float = Field(0.5, ge=0.1, le=5, description="VAD silence that closes an utterance, s")
     long_silence: float = Field(2.0, ge=0.1, le=60, description="silence after which a word's held trailing "
                                 "punctuation commits as Whisper wrote it, s")

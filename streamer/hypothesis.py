@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, Sequence, runtime_checkable
+from typing import Callable, Literal, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -105,10 +105,18 @@ class DecodeRequest:
     # ``engine.encoder_buckets``, () = always 30 s. The daemon cuts every window of a round while many
     # streams are live (``server.bucket_streams``). Only the CPU path of the transformers engine cuts.
     encoder_buckets: tuple[float, ...] | None = None
+    # set by the caller when it no longer wants the result (a decode due in its place commits more: see
+    # ``StreamProcessor.superseded``). Once it says True for every request of a batch, an engine may stop
+    # and raise :class:`DecodeAbandoned`; one that cannot stop early just finishes, and the result is dropped.
+    abandoned: Callable[[], bool] | None = field(default=None, compare=False)
 
 
 class EngineError(Exception):
     """A problem the user can fix (bad model name, bad audio, missing package); the message says how."""
+
+
+class DecodeAbandoned(Exception):
+    """An engine stopped a decode early because every request in it was abandoned (``DecodeRequest.abandoned``)."""
 
 
 @runtime_checkable

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,15 +23,14 @@ import numpy as np
 from streamer.config import StreamConfig
 from streamer.core import StreamProcessor, TranscriptEvent
 from streamer.core.language import fixed_or_among
-from streamer.hypothesis import SAMPLE_RATE, MAX_WINDOW_SECONDS, DecodeRequest, Engine, Hypothesis, Word
+from streamer.hypothesis import MAX_WINDOW_SECONDS, SAMPLE_RATE, DecodeRequest, Engine, Hypothesis, Word
+from streamer.pacing import FRAME_SECONDS, DecodeWorker, Feeder
 from streamer.vad import detector_for
 
 if TYPE_CHECKING:
     from tqdm import tqdm
 
 log = logging.getLogger(__name__)
-
-FRAME_SECONDS = 0.1  # audio arrives in frames of this size, like a client's websocket messages
 
 
 @dataclass
@@ -60,6 +60,7 @@ class ReplayResult:
     wall_seconds: float = 0.0
     max_window_seconds: float = 0.0
     max_lag_seconds: float = 0.0  # audio spoken (real time) or fed (fast) but not yet decoded, worst case
+    abandoned: int = 0  # updates given up for the pause or final decode due in their place (real time)
 
     @property
     def text(self) -> str:
@@ -76,18 +77,47 @@ class _Recorder:
         self.events: list[TimedEvent] = []
         self.decode_seconds: list[float] = []
         self.window_seconds: list[float] = []
+        self.abandoned = 0  # superseded updates given up (real time)
         self.max_lag = 0.0
         self.realtime, self.audio_end = False, 0.0
 
     def decode(self, request: DecodeRequest) -> None:
+        """One decode, synchronously (fast mode: no audio arrives meanwhile)."""
         started = self.clock()
         hypothesis = self.engine.decode(request)
+        self.complete(request, hypothesis, started)
+
+    def complete(self, request: DecodeRequest, hypothesis: Hypothesis, started: float) -> None:
         self.decode_seconds.append(self.clock() - started)
         self.window_seconds.append(request.audio.size / SAMPLE_RATE)
         event = self.processor.complete(hypothesis)
         arrived = min(self.clock() - self.t0, self.audio_end) if self.realtime else self.processor.audio_seconds
         self.max_lag = max(self.max_lag, arrived - self.processor.decoded_seconds)
         self.record(event)
+
+    def step(self, worker: DecodeWorker, feeder: Feeder) -> None:
+        """Real time: take a finished decode, give up a superseded one, start the next one due."""
+        if worker.busy and worker.ready():
+            started = worker.started
+            request, hypothesis = worker.result()
+            if hypothesis is None:
+                self._gave_up()
+            else:
+                self.complete(request, hypothesis, started)
+        if worker.busy and self.processor.superseded:  # the simulated engine: it is not asked between steps
+            worker.abandon()
+            self._gave_up()
+        if not worker.busy:
+            request = self.processor.next_request()
+            if request is not None:
+                worker.start(request, lambda: feeder.catch_up() and self.processor.superseded)
+            else:
+                self.record(self.processor.poll())
+
+    def _gave_up(self) -> None:
+        self.processor.cancel()
+        self.abandoned += 1
+        log.debug("an update gave way to the decode due in its place")
 
     def record(self, event: TranscriptEvent | None) -> None:
         if event is not None:
@@ -107,35 +137,49 @@ def replay(audio: np.ndarray, engine: Engine, config: StreamConfig, *, realtime:
            on_event: Callable[[TimedEvent], None] | None = None,
            processor: StreamProcessor | None = None,
            clock: Callable[[], float] = time.perf_counter,
-           sleep: Callable[[float], None] = time.sleep) -> ReplayResult:
-    """Stream ``audio`` (16 kHz mono float32) through a processor and the engine until all is committed."""
+           sleep: Callable[[float], None] = time.sleep,
+           decode_cost: Callable[[DecodeRequest], float] | None = None) -> ReplayResult:
+    """Stream ``audio`` (16 kHz mono float32) through a processor and the engine until all is committed.
+
+    Fast (the default): each frame is fed, then every decode due runs at once. ``realtime``: frames
+    arrive by ``clock``, also while a decode runs (fed between the engine's steps; or, with
+    ``decode_cost``, a decode takes that many seconds of ``clock``: the benchmark's simulated clock).
+    """
     proc = processor or StreamProcessor(config, detector_for(config), language=language, task=task)
-    frame = int(FRAME_SECONDS * SAMPLE_RATE)
     t0 = clock()
     rec = _Recorder(proc, engine, clock, t0, on_event)
     rec.realtime, rec.audio_end = realtime, audio.size / SAMPLE_RATE  # lag counts audio spoken, fed or not
-    fed = 0
-    while fed < audio.size:
-        if realtime:  # frames arrive when their last sample has been "spoken"
-            arrived = min(audio.size, int((clock() - t0) / FRAME_SECONDS) * frame)
-        else:
-            arrived = min(audio.size, fed + frame)
-        if arrived > fed:
-            proc.feed(audio[fed:arrived])
-            fed = arrived
-        request = proc.next_request()
-        if request is not None:
-            rec.decode(request)  # in real time, audio piles up meanwhile and is fed next round
-            if not realtime:
-                rec.drain()
-        else:
-            rec.record(proc.poll())
-            if realtime:
-                sleep(max(0.0, (fed + frame) / SAMPLE_RATE - (clock() - t0)))
+    if realtime:
+        _feed_realtime(Feeder(proc, audio, clock, t0), rec, DecodeWorker(engine, clock, sleep, decode_cost), sleep)
+    else:
+        _feed_fast(proc, audio, rec)
+    return ReplayResult(proc.committed_words, rec.events, rec.decode_seconds, rec.window_seconds,
+                        proc.audio_seconds, clock() - t0, proc.max_window_seconds, rec.max_lag, rec.abandoned)
+
+
+def _feed_fast(proc: StreamProcessor, audio: np.ndarray, rec: _Recorder) -> None:
+    frame = int(FRAME_SECONDS * SAMPLE_RATE)
+    for fed in range(0, audio.size, frame):
+        proc.feed(audio[fed:fed + frame])
+        rec.drain()
     proc.finish()
     rec.drain()
-    return ReplayResult(proc.committed_words, rec.events, rec.decode_seconds, rec.window_seconds,
-                        proc.audio_seconds, clock() - t0, proc.max_window_seconds, rec.max_lag)
+
+
+def _feed_realtime(feeder: Feeder, rec: _Recorder, worker: DecodeWorker, sleep: Callable[[float], None]) -> None:
+    while not feeder.done:
+        feeder.catch_up()
+        rec.step(worker, feeder)
+        if worker.busy:
+            worker.wait(feeder.next_frame())
+        else:
+            sleep(max(0.0, feeder.next_frame() - rec.clock()))
+    feeder.processor.finish()
+    while True:
+        rec.step(worker, feeder)
+        if not worker.busy:
+            break
+        worker.wait(math.inf)
 
 
 def transcribe_offline(engine: Engine, audio: np.ndarray, *, language: str | None = None,

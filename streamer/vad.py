@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Callable, Protocol, Sequence, runtime_checkabl
 import numpy as np
 
 from streamer.hypothesis import SAMPLE_RATE
+from streamer.threads import one_thread
 
 if TYPE_CHECKING:
     from streamer.config import StreamConfig
@@ -108,7 +109,7 @@ class SileroDetector:
         torch = self._torch
         out = np.empty(samples.size // self.window, dtype=np.float32)
         frames = torch.from_numpy(samples.copy()).reshape(-1, self.window)
-        with torch.inference_mode(), _model_lock:
+        with torch.inference_mode(), _model_lock, one_thread():  # 3x faster alone, and leaves the model's cores
             for i, frame in enumerate(frames):
                 out[i] = self._step(frame.unsqueeze(0))
         return out

@@ -742,3 +742,63 @@ def test_a_window_that_hears_nothing_past_the_carried_context_is_decoded_again_o
     own = [c for c in engine.calls if c.offset + c.audio.size / SR > 4.9]
     assert any(c.offset < 4.0 for c in own) and any(c.offset >= 4.6 for c in own)
     assert proc.committed_text == "w0 w1 w2 w3 w4 v0 v1"
+
+
+def _update_in_flight_at(proc: StreamProcessor, engine, audio: np.ndarray, ask_after: float) -> int:
+    """Feed 0.1 s pieces, decoding at once, until a decode is asked for after ``ask_after`` s: leave it in
+    flight (an update, in these tests). Returns how many samples were fed."""
+    step = SR // 10
+    fed = 0
+    while fed < audio.size:
+        proc.feed(audio[fed:fed + step])
+        fed += step
+        request = proc.next_request()
+        if request is not None and fed / SR <= ask_after:
+            proc.complete(engine.decode(request))
+        elif request is not None:
+            return fed
+    raise AssertionError("no decode was asked for after that point")
+
+
+def test_an_update_in_flight_gives_way_to_the_pause_decode_that_supersedes_it():
+    """Speech 1.0-3.8 s, then a pause: an update asked for at 3.7 s is still decoding when the pause decode
+    comes due. That decode commits every word before the pause on its own, so the update is given up."""
+    words = timeline(7, start=1.0)
+    engine = ScriptedEngine(timeline_script(words))
+    audio = noise(6.0)
+    for preempt in (True, False):
+        proc = StreamProcessor(StreamConfig(min_chunk=0.9, end_silence=2.0, preempt_updates=preempt),
+                               ScriptedDetector([(0.95, 3.75)]))
+        fed = _update_in_flight_at(proc, engine, audio, ask_after=3.6)
+        assert proc.in_flight and not proc.superseded  # speech still going: the update is wanted
+        flags = []
+        while fed < 4.5 * SR:
+            proc.feed(audio[fed:fed + SR // 10])
+            fed += SR // 10
+            flags.append(proc.superseded)
+        if not preempt:
+            assert not any(flags)
+            continue
+        assert not flags[0] and flags[-1]  # from the moment the 0.2 s pause decode came due
+        proc.cancel()
+        request = proc.next_request()
+        assert request.audio.size / SR >= 3.0  # the pause decode, over the whole utterance so far
+        proc.complete(engine.decode(request))
+        assert proc.committed_text == " ".join(f"w{i}" for i in range(7))
+
+
+def test_a_short_pause_window_keeps_its_update_until_the_utterance_closes():
+    """A pause window under 2.5 s commits only by agreement, so the update it would agree with still counts;
+    once the utterance closes, the final decode commits everything and the update is superseded."""
+    words = timeline(3, start=1.0)
+    engine = ScriptedEngine(timeline_script(words))
+    audio = noise(4.0)
+    proc = StreamProcessor(StreamConfig(min_chunk=1.0, end_silence=0.5), ScriptedDetector([(0.95, 2.25)]))
+    fed = _update_in_flight_at(proc, engine, audio, ask_after=1.7)
+    flags = []
+    while fed < audio.size:
+        proc.feed(audio[fed:fed + SR // 10])
+        fed += SR // 10
+        flags.append((fed / SR, proc.superseded))
+    assert not any(flag for t, flag in flags if t < 2.6)   # the pause is due, but its window is short
+    assert flags[-1][1]                                    # closed after 0.5 s of silence: the final decode

@@ -10,6 +10,7 @@ import pytest
 from streamer.daemon.capacity import ASSUMED_FIXED, Capacity, fit_round_cost
 from streamer.daemon.server import running_server
 from streamer.engine.scripted import ScriptedEngine, timeline_script
+from streamer.hypothesis import DecodeAbandoned
 from support import pcm16, scaled, timeline, wait_until
 from support.ws import http_get, run_stream, settings
 
@@ -198,6 +199,41 @@ async def test_a_lone_stream_gets_the_full_encoder_and_a_crowd_a_cut_one():
     assert pairs and all(asked == [(10.0, 15.0)] * 2 for asked in pairs)
     for result in (alone, *together):
         assert result.close_code == 1000 and len(result.committed) == len([w for w in words if w.end <= 6.0])
+
+
+class SteppingEngine(CostlyEngine):
+    """The costly engine working in 10 ms steps, stopping once every window of its round was given up
+    (``DecodeRequest.abandoned``), as the Whisper engine checks between decoder steps."""
+
+    def __init__(self, words, cost: float) -> None:
+        super().__init__(words, cost)
+        self.stopped = 0
+
+    def decode_batch(self, requests):
+        for _ in range(int(self.cost / 0.01)):
+            if all(r.abandoned is not None and r.abandoned() for r in requests):
+                self.stopped += 1
+                raise DecodeAbandoned("every window given up")
+            time.sleep(0.01)
+        return [self.inner.decode(r) for r in requests]
+
+
+@pytest.mark.parametrize("preempt", [True, False])
+async def test_a_stop_gives_up_the_update_in_flight_and_the_final_decode_commits_everything(preempt):
+    """The client stops while a slow update runs: the final decode due now commits every word the update
+    could have, so the round is given up and the final decode runs at once (``stream.preempt_updates``)."""
+    words = timeline(6)
+    engine = SteppingEngine(words, cost=1.5)
+    cfg = settings(**{"stream.min_chunk": 0.5, "stream.preempt_updates": preempt})
+    async with running_server(cfg, engine) as server:
+        began = time.perf_counter()
+        result = await run_stream(server.url, pcm16(4.0), {}, pace=0.02)
+        took = time.perf_counter() - began
+        stopped_rounds = server.host.scheduler.stats.abandoned
+    assert result.close_code == 1000 and result.committed == [w.word for w in words]
+    assert engine.stopped == stopped_rounds == (1 if preempt else 0)
+    if preempt:  # one update cut short and the final decode, not two whole decodes
+        assert took < 2 * 1.5 + 0.5
 
 
 def test_bucket_lengths_are_checked():

@@ -11,7 +11,7 @@ import soundfile as sf
 
 from streamer.engine.ct2_format import CT2FormatError, read_ct2_model
 from streamer.engine.models import EMBEDDED, EmbeddedModel, embedded_folder, resolve_model
-from streamer.hypothesis import DecodeRequest, EngineError
+from streamer.hypothesis import DecodeAbandoned, DecodeRequest, EngineError
 
 JFK = "and so my fellow americans ask not what your country can do for you ask what you can do for your country"
 
@@ -49,6 +49,24 @@ def test_converted_tiny_en_transcribes_jfk(tiny_engine, shared_data):
     assert _words(hyp.text) == _words(JFK)
     assert hyp.language == "en"
     assert hyp.no_speech_prob < 0.2 and hyp.avg_logprob > -0.6
+
+
+def test_a_decode_its_caller_gave_up_stops_between_steps(tiny_engine, shared_data):
+    """``DecodeRequest.abandoned``: the engine asks between stages and decoder steps, and stops at the first yes;
+    a batch stops only once every window in it is given up (the others' decodes are worth finishing)."""
+    audio = _jfk(shared_data)
+    asked = []
+
+    def gave_up_after_three() -> bool:
+        asked.append(True)
+        return len(asked) > 3
+
+    with pytest.raises(DecodeAbandoned):
+        tiny_engine.decode(DecodeRequest(audio, language="en", abandoned=gave_up_after_three))
+    assert len(asked) == 4  # after the encoder, then once per step: it stopped at the first True
+    given_up, wanted = tiny_engine.decode_batch([DecodeRequest(audio, language="en", abandoned=lambda: True),
+                                                 DecodeRequest(audio, language="en", abandoned=lambda: False)])
+    assert _words(wanted.text) == _words(JFK) and given_up.text == wanted.text
 
 
 def test_word_times_are_ordered_inside_the_window(tiny_engine, shared_data):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -12,7 +13,8 @@ from streamer.bench.metrics import CommittedWord, pauses, sentence_latencies, we
 from streamer.config import StreamConfig
 from streamer.engine.scripted import ScriptedEngine, timeline_script
 from streamer.formats import format_for_path, render
-from streamer.hypothesis import SAMPLE_RATE, DecodeRequest, Hypothesis, Word
+from streamer.hypothesis import SAMPLE_RATE, DecodeAbandoned, DecodeRequest, Hypothesis, Word
+from streamer.pacing import DecodeWorker
 from streamer.replay import replay, transcribe_offline
 from streamer.vad import ScriptedDetector
 from streamer.core import StreamProcessor
@@ -60,16 +62,15 @@ def test_realtime_replay_is_paced_by_the_clock_and_counts_decode_time():
     clock = SimulatedClock()  # sleeping and decoding advance it
     inner = timeline_script(timeline, unstable_tail=True)
 
-    def slow(request: DecodeRequest) -> Hypothesis:
-        clock.now += 0.7           # each decode takes 0.7 s of wall time
+    def checked(request: DecodeRequest) -> Hypothesis:
         end = request.offset + request.audio.size / SAMPLE_RATE
         assert end <= clock.now + 1e-6, "decoded audio that had not arrived yet"
         return inner(request)
 
     audio = np.zeros(12 * SAMPLE_RATE, dtype=np.float32)
     proc = StreamProcessor(StreamConfig(), ScriptedDetector([(0.9, 9.3)]))
-    result = replay(audio, ScriptedEngine(slow), StreamConfig(), realtime=True, processor=proc,
-                    clock=clock, sleep=clock.sleep)
+    result = replay(audio, ScriptedEngine(checked), StreamConfig(), realtime=True, processor=proc,
+                    clock=clock, sleep=clock.sleep, decode_cost=lambda request: 0.7)  # each decode takes 0.7 s
     assert [w.word for w in result.words] == [w.word for w in timeline[:19]] + [result.words[-1].word]
     assert result.wall_seconds >= 12.0
     assert all(d == pytest.approx(0.7) for d in result.decode_seconds)
@@ -117,3 +118,55 @@ def test_simulated_clock_replay_for_the_benchmark():
     assert all(d == pytest.approx(0.5 + 0.05 * w) for d, w in zip(result.decode_seconds, result.window_seconds))
     assert 0.5 < result.max_lag_seconds < 3.0           # decode time shows up as lag in real time
     assert result.wall_seconds >= 12.0 and len(result.words) == 20
+
+
+def _sentence_end_waits(preempt: bool) -> tuple[list[float], int, list[str]]:
+    """Three 'sentences' of seven words with 1.2 s pauses, replayed in real time with 0.8 s decodes every 0.5 s:
+    how long after its end each sentence's last word was committed, the updates given up, the words."""
+    sentences = [(1.0 + 4.0 * k, f"s{k}w") for k in range(3)]
+    timeline = [w for start, prefix in sentences for w in [Word(f" {prefix}{i}", start + 0.4 * i, start + 0.4 * i + 0.3)
+                                                         for i in range(7)]]
+    speech = [(start - 0.05, start + 2.75) for start, _ in sentences]
+    config = StreamConfig(min_chunk=0.5, preempt_updates=preempt)
+    proc = StreamProcessor(config, ScriptedDetector(speech))
+    clock = SimulatedClock()
+    result = replay(np.zeros(14 * SAMPLE_RATE, dtype=np.float32), ScriptedEngine(timeline_script(timeline)), config,
+                    realtime=True, processor=proc, clock=clock, sleep=clock.sleep, decode_cost=lambda r: 0.8)
+    committed_at = {w.word: e.t - w.end for e in result.events for w in e.event.committed}
+    return [committed_at[f" s{k}w6"] for k in range(3)], result.abandoned, [w.word for w in result.words]
+
+
+def test_a_realtime_replay_gives_up_an_update_that_a_pause_decode_supersedes():
+    waits, abandoned, words = _sentence_end_waits(preempt=True)
+    old_waits, old_abandoned, old_words = _sentence_end_waits(preempt=False)
+    assert abandoned >= 1 and old_abandoned == 0
+    assert words == old_words and len(words) == 21  # the same words, none lost to a given-up decode
+    assert max(waits) < max(old_waits) and sum(waits) < sum(old_waits)
+    assert max(waits) <= 0.2 + 0.1 + 0.8 + 0.15  # pause, a frame, one decode (and the VAD's frame granularity)
+
+
+class _CooperativeEngine:
+    """An engine that asks ``abandoned`` between 'steps', as the Whisper engine does."""
+
+    name = "cooperative"
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def decode(self, request: DecodeRequest) -> Hypothesis:
+        for _ in range(50):
+            if request.abandoned is not None and request.abandoned():
+                raise DecodeAbandoned("given up")
+            self.steps += 1
+        return Hypothesis((Word(" done", 0.0, 0.5),))
+
+
+def test_the_realtime_worker_asks_between_the_engines_steps_and_gives_up_when_told():
+    engine = _CooperativeEngine()
+    worker = DecodeWorker(engine, time.perf_counter, time.sleep)
+    request = DecodeRequest(np.zeros(SAMPLE_RATE, dtype=np.float32))
+    asked = []
+    worker.start(request, lambda: asked.append(1) or len(asked) > 5)  # "superseded" at the sixth question
+    assert worker.ready() and worker.result() == (request, None) and engine.steps == 5 and not worker.busy
+    worker.start(request, lambda: False)
+    assert worker.result()[1].text == "done" and engine.steps == 55

@@ -92,6 +92,7 @@ class FileResult:
     run: int = 1  # 1..N; 0 marks the median row of several runs
     # per reference sentence: (its end in the audio, s; latency of its last word, s, or None if never committed)
     sentence_latencies: list[tuple[float, float | None]] = field(default_factory=list)
+    abandoned: int = 0  # updates given up for the pause or final decode due in their place (stream.preempt_updates)
 
 
 SLOW_SENTENCE = 3.0  # s: a sentence this late is logged with its text (to find the rare outliers)
@@ -187,7 +188,8 @@ def bench_file(model: str, engine, settings, path: Path, args: argparse.Namespac
         decodes=len(result.decode_seconds), decode_p50=_r(percentile(result.decode_seconds, 50)),
         decode_p95=_r(percentile(result.decode_seconds, 95)), max_window_seconds=round(result.max_window_seconds, 2),
         max_lag_seconds=round(result.max_lag_seconds, 2), text=result.text, offline_text=offline_text, run=run,
-        sentence_latencies=[(round(s["end"], 2), _r(lat)) for lat, s in zip(latencies, segments)])
+        sentence_latencies=[(round(s["end"], 2), _r(lat)) for lat, s in zip(latencies, segments)],
+        abandoned=result.abandoned)
 
 
 class SimulatedClock:
@@ -209,16 +211,8 @@ def simulated_replay(audio: np.ndarray, engine, config, language: str | None, mo
 
     fixed, per_second = (float(x) for x in model.split(","))
     clock = SimulatedClock()
-
-    class Timed:
-        name = engine.name
-
-        def decode(self, request):
-            hypothesis = engine.decode(request)
-            clock.now += fixed + per_second * request.audio.size / SAMPLE_RATE
-            return hypothesis
-
-    return replay(audio, Timed(), config, realtime=True, language=language, clock=clock, sleep=clock.sleep)
+    return replay(audio, engine, config, realtime=True, language=language, clock=clock, sleep=clock.sleep,
+                  decode_cost=lambda request: fixed + per_second * request.audio.size / SAMPLE_RATE)
 
 
 def bench_nonspeech(model: str, engine, settings, data: Path, args: argparse.Namespace) -> NonspeechResult:

@@ -42,7 +42,7 @@ from streamer.core.language import LanguagePolicy
 from streamer.core.probe import convincing
 from streamer.core.prompt import PROMPT_TOLERANCE, PromptBuilder
 from streamer.core.punctuation import HeldPunctuation
-from streamer.core.segmenter import Segmenter, Utterance
+from streamer.core.segmenter import PAUSE_MIN_WINDOW, Segmenter, Utterance
 from streamer.core.window import stream_words
 from streamer.hypothesis import SAMPLE_RATE, DecodeRequest, Engine, Hypothesis, Word
 from streamer.vad import SpeechDetector
@@ -210,8 +210,26 @@ class StreamProcessor:
         inflight.utterance.decoded_until = inflight.timemap.end
         return self._event([])
 
+    @property
+    def superseded(self) -> bool:
+        """The in-flight update is worth less than the decode now due in its place: give it up (:meth:`cancel`).
+
+        A pause decode that commits on its own (a window of ``PAUSE_MIN_WINDOW``) or the final decode of a
+        closed utterance commits every word the update could have, and the words after them. Waiting for the
+        update first made a sentence's last words wait for two decodes (``stream.preempt_updates``).
+        """
+        inflight = self._inflight
+        if inflight is None or inflight.kind != "update" or not self.config.preempt_updates:
+            return False
+        utterance = inflight.utterance
+        if utterance.closed:
+            return True
+        return self._audio.pause_due(utterance) and utterance.buffer.seconds >= PAUSE_MIN_WINDOW
+
     def cancel(self) -> None:
-        """Forget the in-flight request (the engine failed); it will be asked for again."""
+        """Forget the in-flight request (the engine failed, or the caller gave up a :attr:`superseded` update).
+
+        What it would have decoded is asked for again, after any decode due in its place."""
         if self._inflight is not None:
             utterance = self._inflight.utterance
             utterance.new_samples = max(utterance.new_samples, int(self.config.min_chunk * SAMPLE_RATE))

@@ -29,8 +29,9 @@ from typing import Any, Callable, Sequence
 from streamer.daemon.capacity import Capacity
 from streamer.daemon.metrics import Metrics
 from streamer.daemon.session import Session
-from streamer.hypothesis import SAMPLE_RATE, DecodeRequest, Engine, Hypothesis
+from streamer.hypothesis import SAMPLE_RATE, DecodeAbandoned, DecodeRequest, Engine, Hypothesis
 from streamer.protocol import Outgoing
+from streamer.threads import current_threads, pin_threads
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class DecodeStats:
 
     batches: int = 0
     windows: int = 0
+    abandoned: int = 0  # rounds the engine stopped because every window in them was superseded
     largest_batch: int = 0
     recent_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_DECODES))
 
@@ -85,7 +87,7 @@ class Scheduler:
         self.min_chunk = min_chunk
         self._entries: dict[str, _Entry] = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamer-engine",
-                                            initializer=_yield_to_event_loop)
+                                            initializer=_engine_thread, initargs=(current_threads(),))
         self._core = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamer-core",
                                         initializer=_yield_to_event_loop)
         self._wake = asyncio.Event()
@@ -200,6 +202,9 @@ class Scheduler:
                 self._executor, self.engine.decode_batch, requests)
             if len(results) != len(requests):
                 raise RuntimeError(f"engine returned {len(results)} hypotheses for {len(requests)} windows")
+        except DecodeAbandoned:
+            await self._gave_up(batch)
+            return
         except Exception as exc:  # one bad window must not fail its batch-mates: retry one by one
             log.warning("batched decode of %d windows failed (%s); retrying one by one", len(batch), exc)
             results = [await loop.run_in_executor(self._executor, _decode_one, self.engine, r) for r in requests]
@@ -208,6 +213,17 @@ class Scheduler:
         outs = await self.call(_complete_all, [entry.session for entry, _ in batch], list(results))
         for (entry, _), out in zip(batch, outs):
             entry.served = self._round
+            entry.progress.set()
+            if out:
+                entry.deliver(out)
+
+    async def _gave_up(self, batch: list[tuple[_Entry, DecodeRequest]]) -> None:
+        """The engine stopped a round whose every window was a superseded update: each session's
+        pause or final decode is due now, and the next round takes it (no capacity sample: a cut-short round)."""
+        self.stats.abandoned += 1
+        log.debug("a round of %d superseded update(s) was stopped early", len(batch))
+        outs = await self.call(lambda: [entry.session.gave_up() for entry, _ in batch])
+        for (entry, _), out in zip(batch, outs):
             entry.progress.set()
             if out:
                 entry.deliver(out)
@@ -266,6 +282,13 @@ class Scheduler:
 
 
 WORKER_NICENESS = 5
+
+
+def _engine_thread(threads: int) -> None:
+    """The engine worker: lower priority than the event loop, and the model's thread count (the
+    core thread's VAD runs on one, see :mod:`streamer.threads`)."""
+    _yield_to_event_loop()
+    pin_threads(threads)
 
 
 def _yield_to_event_loop() -> None:

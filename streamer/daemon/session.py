@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+from dataclasses import replace
 from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
@@ -85,6 +87,8 @@ class Session:
         self._resampler: StreamResampler | None = None
         self._warned_nonfinite = False
         self._language: str | None = None
+        # set (core thread) once the in-flight update is superseded; the engine thread reads it between steps
+        self._given_up = threading.Event()
 
     # ----------------------------------------------------------------- client input
     def receive_text(self, text: str) -> list[Outgoing]:
@@ -185,7 +189,13 @@ class Session:
         """
         if samples.size:
             self.processor.feed(samples)
+            self._note_superseded()
         return self._boundaries()
+
+    def _note_superseded(self) -> None:
+        """Tell the engine that the in-flight update may stop: a pause or final decode now due commits more."""
+        if self.processor.superseded:
+            self._given_up.set()
 
     def _boundaries(self) -> list[Outgoing]:
         boundaries = self.processor.take_boundaries()
@@ -204,6 +214,7 @@ class Session:
             log.info("session %s: dropping %d trailing bytes (not a whole sample)", self.id, dropped)
         out = self.feed(self._resampler.flush())
         self.processor.finish()
+        self._note_superseded()
         return out + self._boundaries() + self.poll() + self._maybe_end()
 
     def _maybe_end(self) -> list[Outgoing]:
@@ -222,7 +233,16 @@ class Session:
         """The next window to decode, if one is due (the core keeps at most one in flight)."""
         if not self.active:
             return None
-        return self.processor.next_request()
+        request = self.processor.next_request()
+        if request is None:
+            return None
+        self._given_up = threading.Event()
+        return replace(request, abandoned=self._given_up.is_set)
+
+    def gave_up(self) -> list[Outgoing]:
+        """The engine stopped this session's superseded update: the decode due in its place comes next."""
+        self.processor.cancel()
+        return []
 
     def complete(self, hypothesis: Hypothesis) -> list[Outgoing]:
         """The engine's answer for the in-flight request: a transcript update and maybe ``end``."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from streamer.engine.decoding import DecodeResult, RowSpec, TimestampRules, prefill
+from streamer.engine.decoding import DecodeResult, RowSpec, TimestampRules, prefill, stop_if_abandoned
 from streamer.engine.kv_decoder import DecoderState, KVDecoder
 from streamer.engine.loops import looping
 from streamer.engine.tokenizer import WhisperTokens
@@ -33,6 +33,7 @@ def beam_decode(decoder: KVDecoder, encoder_out: torch.Tensor, rows: list[RowSpe
     limit = min(max_new_tokens, decoder.max_len - width)
     search = _Search(len(rows), k, max(1, round(k * patience)), tokens.eot)
     for i in range(limit):
+        stop_if_abandoned(rows)
         logits = rules.apply(logits.float(), search.sequences, wide_rows, first=i == 0) if rules else logits.float()
         origin = search.step(torch.log_softmax(logits, dim=-1), first=i == 0)
         search.stop_loops(rows, tokens)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -15,6 +16,7 @@ from streamer.engine.kv_decoder import DecoderState, KVDecoder
 from streamer.engine.loops import looping
 from streamer.engine.tokenizer import WhisperTokens
 from streamer.engine.trace import AttentionTrace, TokenEvidence
+from streamer.hypothesis import DecodeAbandoned
 
 TIME_PRECISION = 0.02  # seconds per timestamp token
 MAX_INITIAL_TIMESTAMP = 1.0
@@ -36,6 +38,13 @@ class RowSpec:
     sot_index: int  # where <|startoftranscript|> sits in the prefix
     max_timestamp_index: int  # no timestamp past the end of the real audio
     stop_ratio: float | None = None  # stop the row once it loops past this compression ratio (engine.loops)
+    abandoned: Callable[[], bool] | None = None  # the caller no longer wants this row (DecodeRequest.abandoned)
+
+
+def stop_if_abandoned(rows: list[RowSpec]) -> None:
+    """Raise :class:`DecodeAbandoned` once every row's caller gave it up (checked between steps)."""
+    if rows and all(row.abandoned is not None and row.abandoned() for row in rows):
+        raise DecodeAbandoned(f"{len(rows)} window(s) abandoned by their caller")
 
 
 class TimestampRules:
@@ -153,6 +162,7 @@ def greedy_decode(decoder: KVDecoder, encoder_out: torch.Tensor, rows: list[RowS
     finished = [False] * batch
     step = step_fn or (lambda t, p, s: _traced_step(decoder, t, p, s, state, static, trace))
     for i in range(limit):
+        stop_if_abandoned(rows)
         raw = logits.float()
         masked = raw.clone() if trace else raw  # the rules mask in place; the trace wants the raw logits
         logits = rules.apply(masked, generated, rows, first=i == 0) if rules else masked

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from streamer.engine.decoding import DecodeResult, RowSpec, TimestampRules, prefill
+from streamer.engine.decoding import DecodeResult, RowSpec, TimestampRules, prefill, stop_if_abandoned
 from streamer.engine.kv_decoder import KVDecoder
 from streamer.engine.loops import looping
 from streamer.engine.tokenizer import WhisperTokens
@@ -106,6 +106,7 @@ def drafted_decode(decoder: KVDecoder, encoder_out: torch.Tensor, rows: list[Row
     stats = {"passes": 0, "guessed": 0, "accepted": 0}
     first = True
     while True:
+        stop_if_abandoned(rows)
         # 1. the greedy choice from each row's pending logits: exactly the plain loop's step
         raw = logits.float()
         masked = raw.clone() if trace else raw  # the rules mask in place; the trace wants the raw logits

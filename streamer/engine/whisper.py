@@ -23,7 +23,7 @@ import torch
 from streamer.config import EngineConfig
 from streamer.engine.alignment import clamp_to_segments, segment_word_times, segments_of, teacher_forced, word_times
 from streamer.engine.beam import beam_decode
-from streamer.engine.decoding import TIME_PRECISION, RowSpec, TimestampRules, greedy_decode
+from streamer.engine.decoding import TIME_PRECISION, RowSpec, TimestampRules, greedy_decode, stop_if_abandoned
 from streamer.engine.drafts import drafted_decode
 from streamer.engine.encoder import bucket_for, encode as encode_bucketed, requested_buckets
 from streamer.engine.gpu import DRAFT_WIDTHS, CompileOptions, build_compiled
@@ -124,6 +124,7 @@ class WhisperEngine(WordTimingViews):
         with self._one_projection(encoder_out):
             languages = choose_languages(requests, encoder_out, self.decoder, self.tokens)
             rows = [self._row(r, lang, len(a) / SAMPLE_RATE) for r, lang, a in zip(requests, languages, audios)]
+            stop_if_abandoned(rows)  # the encoder was the long part; the loops check again at every step
             results, stats = self._decode_rows(encoder_out, rows, requests)
             t2 = time.perf_counter()
             hyps = self._hypotheses(requests, audios, encoder_out, rows, results, languages)
@@ -203,7 +204,8 @@ class WhisperEngine(WordTimingViews):
         prefix = self.tokens.prompt_prefix(request.prompt, request.vocabulary)
         sot_index = len(prefix)
         prefix += self.tokens.sot_sequence(language.code, request.task)
-        return RowSpec(prefix, sot_index, int(np.ceil(duration / TIME_PRECISION)), request.stop_ratio)
+        return RowSpec(prefix, sot_index, int(np.ceil(duration / TIME_PRECISION)), request.stop_ratio,
+                       request.abandoned)
 
     def _hypotheses(self, requests, audios, encoder_out, rows, results, languages) -> list[Hypothesis]:
         text_tokens = [[t for t in r.tokens if t < self.tokens.eot] for r in results]
