@@ -54,8 +54,8 @@ class DecodeWorker:
     The engine runs on the caller's thread and asks the request's ``abandoned`` between its steps;
     that call also feeds the frames that arrived meanwhile (as a microphone would have delivered
     them), so the processor learns of a pause during a decode and the update it supersedes stops
-    there. A thread beside the feeding would do the same, but its VAD competes with the model for
-    the cores (decodes about a fifth slower on 2 cores). With ``cost`` the engine works on the
+    there. A thread beside the feeding would do the same, but its decodes ran about a fifth slower on
+    2 cores (README, one live stream). With ``cost`` the engine works on the
     replay's (simulated) clock instead: a decode is done ``cost(request)`` seconds after it started
     (the frames arrive in the feeding loop meanwhile), and giving it up frees the engine at once.
     """

@@ -1,9 +1,8 @@
 """torch's intra-op thread count, per OS thread: the VAD on one thread, the model on all of them.
 
 silero-vad steps a small recurrent network over 512-sample windows. Spread over two threads
-each step costs 1.94 ms instead of 0.62 ms on one (this project's 2-core machine), and while a
-decode runs on another OS thread (the daemon's engine worker, ``streamer transcribe
---realtime``) the VAD's second thread takes a core from the model's team. So the VAD runs
+each step costs 1.94 ms instead of 0.62 ms on one (this project's 2-core machine), time taken
+from the cores while a decode runs on another OS thread (the daemon's engine worker). So the VAD runs
 single-threaded (:func:`one_thread`), and the model's worker threads pin their own count when
 they start (:func:`pin_threads`).
 

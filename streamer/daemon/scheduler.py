@@ -222,11 +222,9 @@ class Scheduler:
         pause or final decode is due now, and the next round takes it (no capacity sample: a cut-short round)."""
         self.stats.abandoned += 1
         log.debug("a round of %d superseded update(s) was stopped early", len(batch))
-        outs = await self.call(lambda: [entry.session.gave_up() for entry, _ in batch])
-        for (entry, _), out in zip(batch, outs):
+        await self.call(lambda: [entry.session.gave_up() for entry, _ in batch])
+        for entry, _ in batch:
             entry.progress.set()
-            if out:
-                entry.deliver(out)
 
     @property
     def _cuts(self) -> bool:

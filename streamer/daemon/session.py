@@ -239,10 +239,9 @@ class Session:
         self._given_up = threading.Event()
         return replace(request, abandoned=self._given_up.is_set)
 
-    def gave_up(self) -> list[Outgoing]:
+    def gave_up(self) -> None:
         """The engine stopped this session's superseded update: the decode due in its place comes next."""
         self.processor.cancel()
-        return []
 
     def complete(self, hypothesis: Hypothesis) -> list[Outgoing]:
         """The engine's answer for the in-flight request: a transcript update and maybe ``end``."""
